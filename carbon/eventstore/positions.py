@@ -1,0 +1,39 @@
+"""Global log positions that readers can follow without ever skipping a committed event.
+
+SQLite admits one writer at a time, so an auto-incremented position is already in commit order.
+
+PostgreSQL lets writers to different streams commit concurrently, and a plain sequence would
+then let a reader see position 11 before a slower transaction commits position 10 — and skip it
+forever. Instead a position is ``transaction id × 1,000,000 + index within the transaction``
+(transaction ids are ``xid8``: 64-bit, never wrapping). A reader returns only events whose
+transaction id is below the ``xmin`` of its own statement's snapshot: every such transaction has
+finished, and any transaction still to commit has an id ≥ that ``xmin``, hence larger positions.
+No table-wide lock is taken; the price is that positions are sparse, and a long-running
+transaction elsewhere in the cluster delays (never breaks) what readers see.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, Select, literal_column, text
+from sqlalchemy.sql.elements import ColumnElement
+
+from carbon.db import is_sqlite
+
+MAX_EVENTS_PER_TRANSACTION = 999_999
+_SCALE = MAX_EVENTS_PER_TRANSACTION + 1
+
+
+def plan(conn: Connection, count: int) -> list[int] | None:
+    """Positions for ``count`` events about to be written in this transaction (None: the database assigns)."""
+    if is_sqlite(conn):
+        return None
+    xid = conn.execute(text("SELECT pg_current_xact_id()::text::bigint")).scalar_one()
+    return [xid * _SCALE + i for i in range(1, count + 1)]
+
+
+def visible_only(conn: Connection, query: Select, position: ColumnElement) -> Select:
+    """Restrict a global-log query to positions no future commit can precede."""
+    if is_sqlite(conn):
+        return query
+    horizon = literal_column(f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {_SCALE})")
+    return query.where(position < horizon)

@@ -1,0 +1,315 @@
+"""The append-only event store: one stream per enterprise, a hash chain per stream, a global log.
+
+Writers lock only their own stream's row, so appends to different streams run concurrently on
+PostgreSQL. The global log is still safe to follow: see ``positions.py`` for how positions are
+chosen so that a reader never skips an event that commits later.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from carbon.db import is_sqlite, read_transaction, write_transaction
+from carbon.eventstore import positions
+from carbon.eventstore.hashing import GENESIS_HASH, event_hash, format_time
+from carbon.eventstore.schema import events, idempotency_keys, streams
+
+MAX_EVENTS_PER_APPEND = positions.MAX_EVENTS_PER_TRANSACTION
+
+
+class EventStoreError(Exception):
+    """Base of the store's own errors."""
+
+
+class WrongExpectedVersion(EventStoreError):
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        super().__init__(f"stream {stream_id!r} is at version {actual}, not the expected {expected}")
+        self.stream_id, self.expected, self.actual = stream_id, expected, actual
+
+
+class IdempotencyKeyReused(EventStoreError):
+    """The key was first used with a different request: replaying it would not be a retry."""
+
+    def __init__(self, stream_id: str, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} was already used for a different request on {stream_id!r}")
+        self.stream_id, self.key = stream_id, key
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = 1
+    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    event_id: uuid.UUID
+    type: str
+    schema_version: int
+    stream_id: str
+    stream_version: int
+    position: int
+    recorded_at: datetime
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def envelope(self) -> dict[str, Any]:
+        """The event as SPEC §7 publishes it (JSON-ready)."""
+        return {
+            "event_id": str(self.event_id),
+            "type": self.type,
+            "schema_version": self.schema_version,
+            "enterprise_id": self.stream_id,
+            "stream_version": self.stream_version,
+            "position": self.position,
+            "recorded_at": format_time(self.recorded_at),
+            "data": self.data,
+            "metadata": self.metadata,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    first_version: int
+    last_version: int
+    positions: list[int]
+    replayed: bool = False  # True when an idempotent retry returned the first result
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"first_version": self.first_version, "last_version": self.last_version, "positions": self.positions}
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHead:
+    stream_id: str
+    version: int  # 0 when the stream does not exist yet
+    head_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    ok: bool
+    events_checked: int
+    head_hash: str | None
+    first_bad_version: int | None
+
+
+# Called under the stream's lock before anything is written: raise to refuse the append.
+# It receives the stream's head and a loader for the stream's history (loaded only if asked).
+AppendCheck = Callable[[StreamHead, Callable[[], list[RecordedEvent]]], None]
+
+
+class EventStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def append_events(
+        self,
+        stream_id: str,
+        new_events: Sequence[NewEvent],
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        check: AppendCheck | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> AppendResult:
+        """Append events to one stream atomically.
+
+        ``expected_version`` is the stream's current version (0: the stream must not exist);
+        ``None`` appends at the end without a check. A repeated ``idempotency_key`` with the same
+        ``request_hash`` returns the first result and writes nothing.
+        """
+        if not new_events:
+            raise ValueError("append_events needs at least one event")
+        if len(new_events) > MAX_EVENTS_PER_APPEND:
+            raise ValueError(f"at most {MAX_EVENTS_PER_APPEND} events per append")
+        with write_transaction(self.engine) as conn:
+            head = self._lock_stream(conn, stream_id)
+            if idempotency_key is not None:
+                first = self._idempotent_result(conn, stream_id, idempotency_key, request_hash or "")
+                if first is not None:
+                    return first
+            if expected_version is not None and expected_version != head.version:
+                raise WrongExpectedVersion(stream_id, expected_version, head.version)
+            if check is not None:
+                check(head, lambda: self._read_stream(conn, stream_id, 1, None))
+            result = self._write(conn, head, new_events, now())
+            if idempotency_key is not None:
+                conn.execute(
+                    idempotency_keys.insert().values(
+                        stream_id=stream_id,
+                        key=idempotency_key,
+                        request_hash=request_hash or "",
+                        result=result.as_dict(),
+                        created_at=now(),
+                    )
+                )
+            return result
+
+    def _lock_stream(self, conn: Connection, stream_id: str) -> StreamHead:
+        insert = sqlite_insert if is_sqlite(conn) else pg_insert
+        # Create the stream row if missing (a no-op when it exists), then lock it for this transaction.
+        conn.execute(
+            insert(streams)
+            .values(stream_id=stream_id, version=0, head_hash=GENESIS_HASH, created_at=datetime.now(UTC))
+            .on_conflict_do_nothing(index_elements=["stream_id"])
+        )
+        query = select(streams.c.version, streams.c.head_hash).where(streams.c.stream_id == stream_id)
+        if not is_sqlite(conn):  # SQLite already holds the database write lock (BEGIN IMMEDIATE)
+            query = query.with_for_update()
+        version, head_hash = conn.execute(query).one()
+        return StreamHead(stream_id, version, head_hash)
+
+    def _idempotent_result(self, conn: Connection, stream_id: str, key: str, request_hash: str) -> AppendResult | None:
+        row = conn.execute(
+            select(idempotency_keys.c.request_hash, idempotency_keys.c.result).where(
+                idempotency_keys.c.stream_id == stream_id, idempotency_keys.c.key == key
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.request_hash != request_hash:
+            raise IdempotencyKeyReused(stream_id, key)
+        return AppendResult(**row.result, replayed=True)
+
+    def _write(self, conn: Connection, head: StreamHead, new_events: Sequence[NewEvent], at: datetime) -> AppendResult:
+        planned = positions.plan(conn, len(new_events))
+        prev_hash, version, rows = head.head_hash, head.version, []
+        for index, new in enumerate(new_events):
+            version += 1
+            envelope = {
+                "event_id": str(new.event_id),
+                "type": new.type,
+                "schema_version": new.schema_version,
+                "enterprise_id": head.stream_id,
+                "stream_version": version,
+                "recorded_at": format_time(at),
+                "data": new.data,
+                "metadata": new.metadata,
+                "prev_hash": prev_hash,
+            }
+            prev_hash = event_hash(envelope)
+            row = {
+                "event_id": str(new.event_id),
+                "stream_id": head.stream_id,
+                "stream_version": version,
+                "type": new.type,
+                "schema_version": new.schema_version,
+                "recorded_at": at,
+                "data": new.data,
+                "metadata": new.metadata,
+                "prev_hash": envelope["prev_hash"],
+                "hash": prev_hash,
+            }
+            if planned is not None:
+                row["position"] = planned[index]
+            rows.append(row)
+        returned = conn.execute(events.insert().returning(events.c.position, sort_by_parameter_order=True), rows)
+        written = [r.position for r in returned]
+        conn.execute(
+            update(streams).where(streams.c.stream_id == head.stream_id).values(version=version, head_hash=prev_hash)
+        )
+        return AppendResult(head.version + 1, version, written)
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def stream_head(self, stream_id: str) -> StreamHead | None:
+        with read_transaction(self.engine) as conn:
+            row = conn.execute(
+                select(streams.c.version, streams.c.head_hash).where(streams.c.stream_id == stream_id)
+            ).first()
+        return None if row is None else StreamHead(stream_id, row.version, row.head_hash)
+
+    def read_stream(self, stream_id: str, from_version: int = 1, limit: int | None = None) -> list[RecordedEvent]:
+        with read_transaction(self.engine) as conn:
+            return self._read_stream(conn, stream_id, from_version, limit)
+
+    def _read_stream(self, conn: Connection, stream_id: str, from_version: int, limit: int | None) -> list[RecordedEvent]:
+        query = (
+            select(events)
+            .where(events.c.stream_id == stream_id, events.c.stream_version >= from_version)
+            .order_by(events.c.stream_version)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        return [_recorded(row) for row in conn.execute(query)]
+
+    def read_all(self, after: int | None = None, limit: int = 1000) -> list[RecordedEvent]:
+        """The global log in position order, from just after ``after``, never skipping a later commit."""
+        with read_transaction(self.engine) as conn:
+            query = select(events).order_by(events.c.position).limit(limit)
+            if after is not None:
+                query = query.where(events.c.position > after)
+            query = positions.visible_only(conn, query, events.c.position)
+            return [_recorded(row) for row in conn.execute(query)]
+
+    def stream_ids(self, after: str | None = None, limit: int = 1000) -> list[str]:
+        with read_transaction(self.engine) as conn:
+            query = select(streams.c.stream_id).where(streams.c.version > 0).order_by(streams.c.stream_id).limit(limit)
+            if after is not None:
+                query = query.where(streams.c.stream_id > after)
+            return list(conn.scalars(query))
+
+    # ---- tamper evidence -----------------------------------------------------------------
+
+    def verify_chain(self, stream_id: str) -> ChainReport:
+        """Recompute every hash of a stream; report the first version whose record does not hold."""
+        checked, expected_prev, head = 0, GENESIS_HASH, self.stream_head(stream_id)
+        for event in self.iter_stream(stream_id):
+            checked += 1
+            envelope = event.envelope()
+            if (
+                event.stream_version != checked
+                or event.prev_hash != expected_prev
+                or event_hash(envelope) != event.hash
+            ):
+                return ChainReport(False, checked, expected_prev if checked > 1 else None, checked)
+            expected_prev = event.hash
+        if head is not None and (head.version != checked or head.head_hash != expected_prev):
+            # The stream row disagrees with its events: a row was deleted or appended around the store.
+            return ChainReport(False, checked, expected_prev, min(head.version, checked) + 1)
+        return ChainReport(True, checked, expected_prev if checked else None, None)
+
+    def iter_stream(self, stream_id: str, page: int = 500):
+        version = 1
+        while True:
+            batch = self.read_stream(stream_id, version, page)
+            yield from batch
+            if len(batch) < page:
+                return
+            version = batch[-1].stream_version + 1
+
+
+def _recorded(result_row: Any) -> RecordedEvent:
+    row = result_row._mapping
+    return RecordedEvent(
+        event_id=uuid.UUID(row["event_id"]),
+        type=row["type"],
+        schema_version=row["schema_version"],
+        stream_id=row["stream_id"],
+        stream_version=row["stream_version"],
+        position=row["position"],
+        recorded_at=row["recorded_at"],
+        data=row["data"],
+        metadata=row["metadata"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )

@@ -1,0 +1,94 @@
+"""The HTTP skeleton every service shares: problem+json errors, body limit, health and readiness."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from carbon.problems import PROBLEM_JSON, Problem, install_problem_handlers
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies above a limit with 413, whether declared by Content-Length or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(scope, send)
+
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        problem = Problem(413, "Content Too Large", f"request bodies are limited to {self.max_bytes} bytes", slug="too-large")
+        body = orjson.dumps(problem.body(scope.get("path")))
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_service_app(
+    *,
+    title: str,
+    description: str,
+    jwt_secret: str,
+    max_body_bytes: int,
+    ready: Callable[[], None],
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
+) -> FastAPI:
+    """A FastAPI app with the platform's conventions; ``ready`` raises when the service cannot serve."""
+    app = FastAPI(title=title, description=description, version="1", lifespan=lifespan)
+    app.state.jwt_secret = jwt_secret
+    install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness: the service's database answers")
+    def readyz() -> JSONResponse:
+        try:
+            ready()
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            problem = Problem(503, "Service Unavailable", f"not ready: {type(exc).__name__}", slug="not-ready")
+            return JSONResponse(problem.body("/readyz"), status_code=503, media_type=PROBLEM_JSON)
+        return JSONResponse({"status": "ready"})
+
+    return app

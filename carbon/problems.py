@@ -1,0 +1,144 @@
+"""RFC 9457 problem details for every error the platform returns (SPEC §5)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from carbon.errors import AppError, Conflict, Forbidden, Invalid, NotFound
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("carbon.http")
+
+
+class Problem(Exception):
+    """An error answer: raise it anywhere below an endpoint."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        slug: str | None = None,
+        reason: str | None = None,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+        self.slug = slug or title.lower().replace(" ", "-")
+        self.reason, self.errors, self.headers, self.extra = reason, errors, headers, extra
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"/problems/{self.slug}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        if self.reason is not None:
+            body["reason"] = self.reason
+        if self.errors is not None:
+            body["errors"] = self.errors
+        body.update(self.extra)
+        return body
+
+
+def invalid(errors: list[dict[str, str]], detail: str | None = None) -> Problem:
+    """422 naming each bad field."""
+    fields = ", ".join(e["field"] for e in errors)
+    return Problem(422, "Unprocessable Content", detail or f"invalid input: {fields}", slug="invalid", errors=errors)
+
+
+def not_found(detail: str) -> Problem:
+    return Problem(404, "Not Found", detail, slug="not-found")
+
+
+def conflict(detail: str, **extra: Any) -> Problem:
+    return Problem(409, "Conflict", detail, slug="conflict", **extra)
+
+
+def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """('body', 'events', 0, 'data', 'x') → 'events[0].data.x'; ('query', 'limit') → 'limit'."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "body"
+
+
+def _message(error: dict[str, Any]) -> str:
+    if error.get("type") == "extra_forbidden":
+        return f"unknown field {str(error['loc'][-1])!r}"
+    if error.get("type") == "missing":
+        return "field required"
+    return str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+
+
+def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
+    return JSONResponse(
+        problem.body(str(request.url.path) if request else None),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=problem.headers,
+    )
+
+
+_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
+           429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+def from_app_error(exc: AppError) -> Problem:
+    if isinstance(exc, Forbidden):
+        return Problem(403, "Forbidden", exc.detail, slug=exc.reason.replace("_", "-"), reason=exc.reason)
+    if isinstance(exc, Invalid):
+        return invalid(exc.errors)
+    if isinstance(exc, NotFound):
+        return not_found(str(exc))
+    if isinstance(exc, Conflict):
+        return conflict(str(exc))
+    raise TypeError(f"unmapped application error {type(exc).__name__}")
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc, request)
+
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        return problem_response(from_app_error(exc), request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": field_path(e.get("loc", ())), "message": _message(e)} for e in exc.errors()]
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return problem_response(Problem(400, "Bad Request", "the request body is not valid JSON", slug="bad-request"), request)
+        return problem_response(invalid(errors), request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = _TITLES.get(exc.status_code, "Error")
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        return problem_response(Problem(exc.status_code, title, detail, headers=getattr(exc, "headers", None)), request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: log it, and answer without leaking internals.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(Problem(500, "Internal Server Error", "an unexpected error occurred", slug="internal"), request)

@@ -1,0 +1,211 @@
+"""How tests reach a real PostgreSQL server.
+
+Order of preference:
+1. ``CARBON_TEST_DATABASE_URL`` (any server you point at; must allow CREATE DATABASE);
+2. a throwaway ``postgres:16-alpine`` container when a Docker engine answers;
+3. the local server managed by ``deploy/local/postgres.sh``.
+If none works, a ``RuntimeError`` says what was tried: tests needing PostgreSQL fail
+rather than skip, so a green run always means they ran.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import os
+import re
+import subprocess
+import threading
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_SH = REPO_ROOT / "deploy" / "local" / "postgres.sh"
+URL_ENV = "CARBON_TEST_DATABASE_URL"
+DOCKER_IMAGE = "postgres:16-alpine"
+# initdb on a cold machine plus a contended flock under pytest-xdist.
+SCRIPT_TIMEOUT_S = 300
+
+_lock = threading.Lock()
+_cached: str | Exception | None = None
+
+
+def postgres_server_url() -> str:
+    """SQLAlchemy URL (``postgresql+psycopg://``) of a database with admin rights.
+
+    Resolved once per process; a failure is cached too, so a missing server costs
+    one attempt per worker instead of one per test.
+    """
+    global _cached
+    with _lock:
+        if _cached is None:
+            try:
+                _cached = find_server()
+            except RuntimeError as exc:
+                _cached = exc
+        if isinstance(_cached, Exception):
+            raise RuntimeError(str(_cached)) from _cached
+        return _cached
+
+
+def find_server() -> str:
+    """Uncached lookup behind :func:`postgres_server_url`."""
+    tried: list[str] = []
+
+    env_url = os.environ.get(URL_ENV, "").strip()
+    if env_url:
+        return to_sqlalchemy_url(env_url)
+    tried.append(f"{URL_ENV} is not set")
+
+    url = _from_docker(tried)
+    if url:
+        return url
+
+    url = _from_local_script(tried)
+    if url:
+        return url
+
+    raise RuntimeError(
+        "No PostgreSQL server for the tests. Tried, in order:\n"
+        + "".join(f"  - {line}\n" for line in tried)
+        + "Fix one of:\n"
+        f"  - export {URL_ENV}=postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB "
+        "(a role allowed to CREATE DATABASE);\n"
+        "  - start a Docker engine (the tests then run postgres:16-alpine);\n"
+        "  - install PostgreSQL (Debian: apt-get install -y postgresql) and run "
+        "deploy/local/postgres.sh start."
+    )
+
+
+def _docker_answers(tried: list[str]) -> bool:
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://") and not Path(host.removeprefix("unix://")).exists():
+        # Checked first: docker-py leaks a socket (ResourceWarning) when the file is missing.
+        tried.append(f"Docker: no engine socket at {host}")
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            import docker
+
+            client = docker.from_env(timeout=5)
+            try:
+                client.ping()
+            finally:
+                client.close()
+        except Exception as exc:  # no SDK, dead socket, daemon down: all mean "no Docker"
+            tried.append(f"Docker: no engine answered at {host} ({_one_line(exc)})")
+            return False
+        finally:
+            gc.collect()  # finalise leaked sockets while their warning is still ignored
+    return True
+
+
+def _from_docker(tried: list[str]) -> str | None:
+    if not _docker_answers(tried):
+        return None
+    try:
+        try:
+            from testcontainers.community.postgres import PostgresContainer
+        except ImportError:  # testcontainers before the community split
+            from testcontainers.postgres import PostgresContainer
+
+        container = PostgresContainer(DOCKER_IMAGE, driver="psycopg")
+        container.start()
+    except Exception as exc:  # e.g. image pull blocked; fall back to the local server
+        tried.append(f"Docker: engine answered but {DOCKER_IMAGE} did not start ({_one_line(exc)})")
+        return None
+    atexit.register(_stop_quietly, container)
+    return to_sqlalchemy_url(container.get_connection_url())
+
+
+def _stop_quietly(container: object) -> None:
+    with contextlib.suppress(Exception):
+        container.stop()  # type: ignore[attr-defined]
+
+
+def _from_local_script(tried: list[str]) -> str | None:
+    if not POSTGRES_SH.is_file():
+        tried.append(f"{_rel(POSTGRES_SH)}: not found")
+        return None
+    try:
+        done = subprocess.run(
+            ["bash", str(POSTGRES_SH), "start"],
+            capture_output=True,
+            text=True,
+            timeout=SCRIPT_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        tried.append(f"{_rel(POSTGRES_SH)} start: {_one_line(exc)}")
+        return None
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0 or not lines:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        tried.append(
+            f"{_rel(POSTGRES_SH)} start: exit {done.returncode}"
+            + (":\n      " + tail.replace("\n", "\n      ") if tail else "")
+        )
+        return None
+    return to_sqlalchemy_url(lines[-1].strip())
+
+
+def to_sqlalchemy_url(url: str) -> str:
+    """Any PostgreSQL URL (libpq or SQLAlchemy style) as ``postgresql+psycopg://``."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    if parsed.get_backend_name() != "postgresql":
+        raise RuntimeError(f"{_redact(url)} is not a PostgreSQL URL")
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def libpq_url(url: str) -> str:
+    """The same URL as psycopg/libpq wants it (no ``+driver`` part)."""
+    return make_url(to_sqlalchemy_url(url)).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+_PREFIX_RE = re.compile(r"[a-z_][a-z0-9_]{0,29}")
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str, prefix: str = "carbon_t") -> Iterator[str]:
+    """Create an empty, uniquely named database; yield its SQLAlchemy URL; drop it.
+
+    Unique names let pytest-xdist workers share one server without clashing.
+    The drop uses ``WITH (FORCE)`` so connections a test leaked cannot block it.
+    """
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise ValueError(f"prefix must be a lowercase identifier of at most 30 characters, got {prefix!r}")
+    name = f"{prefix}_{uuid.uuid4().hex}"
+    admin = libpq_url(server_url)
+    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_url(to_sqlalchemy_url(server_url)).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _redact(url: str) -> str:
+    with contextlib.suppress(Exception):
+        return make_url(url).render_as_string(hide_password=True)
+    return "<unparseable URL>"
