@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carbon.errors import AppError, Conflict, Forbidden, Invalid, NotFound
+from contracts.errors import error_message, field_path
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("carbon.http")
@@ -67,28 +68,6 @@ def conflict(detail: str, **extra: Any) -> Problem:
     return Problem(409, "Conflict", detail, slug="conflict", **extra)
 
 
-def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    """('body', 'events', 0, 'data', 'x') → 'events[0].data.x'; ('query', 'limit') → 'limit'."""
-    parts = list(loc)
-    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
-        parts = parts[1:]
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "body"
-
-
-def _message(error: dict[str, Any]) -> str:
-    if error.get("type") == "extra_forbidden":
-        return f"unknown field {str(error['loc'][-1])!r}"
-    if error.get("type") == "missing":
-        return "field required"
-    return str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-
-
 def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
     return JSONResponse(
         problem.body(str(request.url.path) if request else None),
@@ -126,7 +105,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": field_path(e.get("loc", ())), "message": _message(e)} for e in exc.errors()]
+        # FastAPI prefixes where the value came from ("body", "query", …): the field name is what follows.
+        errors = [{"field": field_path(e.get("loc", ())[1:]), "message": error_message(e)} for e in exc.errors()]
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
             return problem_response(Problem(400, "Bad Request", "the request body is not valid JSON", slug="bad-request"), request)
         return problem_response(invalid(errors), request)

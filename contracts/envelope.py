@@ -12,7 +12,7 @@ from contracts.enums import Role
 from contracts.events import EventData, parse_event
 from contracts.types import USCC, PartyId, UtcDatetime
 
-__all__ = ["GENESIS_HASH", "Actor", "EventMetadata", "EventEnvelope"]
+__all__ = ["GENESIS_HASH", "Actor", "EventMetadata", "EventEnvelope", "format_time"]
 
 # prev_hash of the first event of a stream: there is nothing before it.
 GENESIS_HASH = "0" * 64
@@ -20,13 +20,13 @@ GENESIS_HASH = "0" * 64
 _HASH = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256, lowercase hex")]
 
 
-def _format_time(moment: datetime) -> str:
+def format_time(moment: datetime) -> str:
     # Always microseconds: the one textual form of a recorded time, so a dumped
     # envelope is byte-for-byte what was hashed.
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-_RecordedAt = Annotated[UtcDatetime, PlainSerializer(_format_time, return_type=str, when_used="json")]
+_RecordedAt = Annotated[UtcDatetime, PlainSerializer(format_time, return_type=str, when_used="json")]
 _TRACEPARENT = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 
 

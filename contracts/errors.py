@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-__all__ = ["EventValidationError", "field_errors"]
+__all__ = ["EventValidationError", "error_message", "field_errors", "field_path"]
 
 
 class EventValidationError(ValueError):
@@ -42,7 +42,8 @@ _FIXED: dict[str, str] = {
 }
 
 
-def _message(err: Any) -> str:
+def error_message(err: Any) -> str:
+    """A readable message for one pydantic error dict."""
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
@@ -71,12 +72,22 @@ def _message(err: Any) -> str:
     return msg
 
 
+def field_path(loc: tuple[Any, ...] | list[Any], prefix: str = "") -> str:
+    """A pydantic location as a field name: ('events', 0, 'data', 'x') → 'events[0].data.x'."""
+    out = prefix
+    for part in loc:
+        if part == "[key]":  # a bad dict key is reported at the key itself
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "body"
+
+
 def field_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
-    """`{field, message}` for each error, `field` a dotted path under `prefix`."""
-    out = []
-    for err in exc.errors(include_url=False):
-        # A bad dict key is reported at the key itself.
-        parts = [str(p) for p in err["loc"] if p != "[key]"]
-        field = ".".join([prefix, *parts] if prefix else parts) or "body"
-        out.append({"field": field, "message": _message(err)})
-    return out
+    """`{field, message}` for each error, `field` a path under `prefix`."""
+    return [
+        {"field": field_path(err["loc"], prefix), "message": error_message(err)}
+        for err in exc.errors(include_url=False)
+    ]

@@ -57,9 +57,9 @@ __all__ = [
 ]
 
 
-def _fail(kind: str, message: str, **ctx: Any) -> PydanticCustomError:
-    # Braces in user input must not be taken for template fields.
-    return PydanticCustomError(kind, message.replace("{", "{{").replace("}", "}}"), ctx or None)
+def _fail(kind: str, message: str) -> PydanticCustomError:
+    # No context: the message is shown as is, even when it quotes braces from the input.
+    return PydanticCustomError(kind, message)
 
 
 # --- USCC (GB 32100-2015) ---------------------------------------------------

@@ -8,17 +8,13 @@ recorded). Anyone holding the envelopes can recompute the chain without trusting
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 from typing import Any
 
 import rfc8785
 
-GENESIS_HASH = "0" * 64
+from contracts.envelope import GENESIS_HASH, format_time
 
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 UTC with microseconds: the one textual form of a recorded time."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+__all__ = ["GENESIS_HASH", "event_hash", "format_time", "request_fingerprint"]
 
 
 def event_hash(envelope: dict[str, Any]) -> str:

@@ -43,7 +43,11 @@ JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 JAVAC="${JAVA_HOME:+$JAVA_HOME/bin/}javac"
 
 say() { echo "kafka: $*" >&2; }
-die() { say "$*"; exit 1; }
+die() { say "error: $*"; exit 1; }
+
+for n in "$PORT" "$CONTROLLER_PORT" "$START_TIMEOUT" "$STOP_TIMEOUT"; do
+    [[ "$n" =~ ^[0-9]+$ ]] || die "ports and timeouts must be numbers, got '$n'"
+done
 
 # Tools (format, probe) log to stderr at WARN only; the broker logs to $LOGS.
 TOOL_OPTS=(-Xmx256m -Dorg.apache.logging.log4j.level=WARN)
@@ -156,12 +160,26 @@ finally:
 
 probe() { timeout 30 "${PROBE_CMD[@]}" >/dev/null 2>&1; }
 
-show_log_tail() {
+# Log sizes at launch, so a failure shows this run's lines only.
+declare -A LOG_START=()
+mark_logs() {
     local f
     for f in "$LOGS/kafka.out" "$LOGS/server.log"; do
+        LOG_START[$f]="$(stat -c %s "$f" 2>/dev/null || echo 0)"
+    done
+}
+
+show_log_tail() {
+    local f from size
+    for f in "$LOGS/kafka.out" "$LOGS/server.log"; do
         [[ -s "$f" ]] || continue
+        from="${LOG_START[$f]:-0}"
+        size="$(stat -c %s "$f")"
+        ((size != from)) || continue
+        # A rolled-over server.log is smaller than at launch: show its end instead.
+        ((size > from)) || from=0
         say "---- last lines of $f"
-        tail -n 40 "$f" >&2
+        tail -c +"$((from + 1))" "$f" | tail -n 30 >&2
     done
 }
 
@@ -222,6 +240,7 @@ cmd_start() {
     format_storage
     pick_probe
     say "starting broker on $BOOTSTRAP (logs in $LOGS)"
+    mark_logs
     # shellcheck disable=SC2086  # heap and extra options are word lists
     (
         exec setsid "$JAVA" $HEAP_OPTS \

@@ -1,0 +1,174 @@
+"""The ``carbon`` command line (SPEC §4)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from carbon.auth import mint_token
+from carbon.settings import PlatformSettings
+from contracts import Role
+
+app = typer.Typer(help="Enterprise carbon accounts for green finance.", no_args_is_help=True, add_completion=False)
+console = Console()
+err = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    factory: str  # "module:function" building the ASGI app from the environment
+    port: int
+    database_env: str  # the variable `carbon up` reads to give this service its database
+
+    def database_url(self, data_dir: Path) -> str:
+        return os.environ.get(self.database_env) or f"sqlite:///{data_dir / (self.name + '.db')}"
+
+
+SERVICES = [
+    ServiceSpec("account", "services.account.api:create_app", 8001, "CARBON_ACCOUNT_DATABASE_URL"),
+]
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="Interface the services listen on")] = "127.0.0.1",
+    startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for each service to be ready")] = 60.0,
+) -> None:
+    """Start every service as its own process; Ctrl-C (or SIGTERM) stops them all."""
+    settings = PlatformSettings()
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret_from_env = settings.jwt_secret is not None
+    secret = settings.resolved_jwt_secret()
+
+    processes: list[tuple[ServiceSpec, subprocess.Popen]] = []
+
+    def stop_all() -> None:
+        for _spec, process in processes:
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + 15
+        for _spec, process in processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        for spec in SERVICES:
+            env = {
+                **os.environ,
+                "CARBON_DATA_DIR": str(data_dir),
+                "CARBON_DATABASE_URL": spec.database_url(data_dir),
+                "CARBON_JWT_SECRET": secret,
+            }
+            command = [sys.executable, "-m", "uvicorn", spec.factory, "--factory", "--host", host,
+                       "--port", str(spec.port), "--log-level", "warning", "--no-access-log"]
+            processes.append((spec, subprocess.Popen(command, env=env)))
+        for spec, process in processes:
+            _wait_ready(spec, process, host, startup_timeout)
+        _print_stack(host, data_dir, secret, secret_from_env)
+        while True:
+            for spec, process in processes:
+                if process.poll() is not None:
+                    err.print(f"[red]{spec.name} exited with status {process.returncode}; stopping the platform[/red]")
+                    raise typer.Exit(1)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    finally:
+        stop_all()
+
+
+def _interrupt(_signum, _frame) -> None:
+    # SIGTERM stops the platform exactly like Ctrl-C.
+    raise KeyboardInterrupt
+
+
+def _wait_ready(spec: ServiceSpec, process: subprocess.Popen, host: str, timeout: float) -> None:
+    url = f"http://{host}:{spec.port}/readyz"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            err.print(f"[red]{spec.name} failed to start (exit status {process.returncode})[/red]")
+            raise typer.Exit(1)
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    err.print(f"[red]{spec.name} was not ready at {url} within {timeout:.0f} s[/red]")
+    raise typer.Exit(1)
+
+
+def _print_stack(host: str, data_dir: Path, secret: str, secret_from_env: bool) -> None:
+    table = Table(title="Carbon account platform")
+    for column in ("service", "url", "database"):
+        table.add_column(column)
+    for spec in SERVICES:
+        table.add_row(spec.name, f"http://{host}:{spec.port}", spec.database_url(data_dir))
+    console.print(table)
+    console.print(f"transport: {os.environ.get('CARBON_TRANSPORT', 'store')}; data: {data_dir}")
+    if not secret_from_env:
+        console.print(f"development JWT secret (kept in {data_dir / 'jwt-secret'}): {secret}")
+    console.print("mint a token with: carbon token --role operator --sub ops   ·   Ctrl-C stops")
+
+
+@app.command()
+def token(
+    role: Annotated[Role, typer.Option(help="The party's role (SPEC §1)")],
+    sub: Annotated[str, typer.Option(help="The party's identifier: a USCC for an enterprise")],
+    ttl: Annotated[int, typer.Option(min=1, help="Lifetime in seconds")] = 3600,
+) -> None:
+    """Mint a development JWT signed with CARBON_JWT_SECRET (or the data directory's key)."""
+    secret = PlatformSettings().resolved_jwt_secret()
+    typer.echo(mint_token(secret, sub=sub, role=role, ttl=timedelta(seconds=ttl)))
+
+
+@app.command("verify-chain")
+def verify_chain(
+    enterprise_id: Annotated[str, typer.Argument(help="The enterprise's USCC")],
+    database_url: Annotated[
+        str | None, typer.Option(envvar="CARBON_ACCOUNT_DATABASE_URL", help="The account database (default: the embedded one)")
+    ] = None,
+) -> None:
+    """Recompute an enterprise's hash chain straight from the account database."""
+    from carbon.db import make_engine
+    from carbon.eventstore import EventStore
+
+    url = database_url or f"sqlite:///{PlatformSettings().data_dir / 'account.db'}"
+    engine = make_engine(url)
+    try:
+        store = EventStore(engine)
+        if store.stream_head(enterprise_id) is None:
+            err.print(f"[red]no stream for enterprise {enterprise_id}[/red]")
+            raise typer.Exit(2)
+        report = store.verify_chain(enterprise_id)
+    finally:
+        engine.dispose()
+    if report.ok:
+        console.print(f"[green]chain intact[/green]: {report.events_checked} events, head {report.head_hash}")
+        return
+    console.print(
+        f"[red]chain broken[/red] at version {report.first_bad_version} ({report.events_checked} events checked)"
+    )
+    raise typer.Exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
