@@ -84,7 +84,7 @@ def find_server() -> str:
     )
 
 
-def _docker_answers(tried: list[str]) -> bool:
+def docker_answers(tried: list[str]) -> bool:
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if host.startswith("unix://") and not Path(host.removeprefix("unix://")).exists():
         # Checked first: docker-py leaks a socket (ResourceWarning) when the file is missing.
@@ -101,7 +101,7 @@ def _docker_answers(tried: list[str]) -> bool:
             finally:
                 client.close()
         except Exception as exc:  # no SDK, dead socket, daemon down: all mean "no Docker"
-            tried.append(f"Docker: no engine answered at {host} ({_one_line(exc)})")
+            tried.append(f"Docker: no engine answered at {host} ({one_line(exc)})")
             return False
         finally:
             gc.collect()  # finalise leaked sockets while their warning is still ignored
@@ -109,7 +109,7 @@ def _docker_answers(tried: list[str]) -> bool:
 
 
 def _from_docker(tried: list[str]) -> str | None:
-    if not _docker_answers(tried):
+    if not docker_answers(tried):
         return None
     try:
         try:
@@ -120,41 +120,48 @@ def _from_docker(tried: list[str]) -> str | None:
         container = PostgresContainer(DOCKER_IMAGE, driver="psycopg")
         container.start()
     except Exception as exc:  # e.g. image pull blocked; fall back to the local server
-        tried.append(f"Docker: engine answered but {DOCKER_IMAGE} did not start ({_one_line(exc)})")
+        tried.append(f"Docker: engine answered but {DOCKER_IMAGE} did not start ({one_line(exc)})")
         return None
-    atexit.register(_stop_quietly, container)
+    atexit.register(stop_quietly, container)
     return to_sqlalchemy_url(container.get_connection_url())
 
 
-def _stop_quietly(container: object) -> None:
+def stop_quietly(container: object) -> None:
     with contextlib.suppress(Exception):
         container.stop()  # type: ignore[attr-defined]
 
 
 def _from_local_script(tried: list[str]) -> str | None:
-    if not POSTGRES_SH.is_file():
-        tried.append(f"{_rel(POSTGRES_SH)}: not found")
+    line = run_start_script(POSTGRES_SH, tried)
+    return None if line is None else to_sqlalchemy_url(line)
+
+
+def run_start_script(script: Path, tried: list[str], timeout: float = SCRIPT_TIMEOUT_S) -> str | None:
+    """Run ``script start``; its last stdout line is the address. On failure, note why in ``tried``."""
+    if not script.is_file():
+        tried.append(f"{rel(script)}: not found")
         return None
     try:
         done = subprocess.run(
-            ["bash", str(POSTGRES_SH), "start"],
+            ["bash", str(script), "start"],
             capture_output=True,
             text=True,
-            timeout=SCRIPT_TIMEOUT_S,
+            timeout=timeout,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        tried.append(f"{_rel(POSTGRES_SH)} start: {_one_line(exc)}")
+        tried.append(f"{rel(script)} start: {one_line(exc)}")
         return None
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     if done.returncode != 0 or not lines:
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
         tried.append(
-            f"{_rel(POSTGRES_SH)} start: exit {done.returncode}"
+            f"{rel(script)} start: exit {done.returncode}"
             + (":\n      " + tail.replace("\n", "\n      ") if tail else "")
         )
         return None
-    return to_sqlalchemy_url(lines[-1].strip())
+    # The server stays up for later runs and other workers; the script's stop ends it.
+    return lines[-1].strip()
 
 
 def to_sqlalchemy_url(url: str) -> str:
@@ -193,14 +200,14 @@ def fresh_database(server_url: str, prefix: str = "carbon_t") -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def _rel(path: Path) -> str:
+def rel(path: Path) -> str:
     try:
         return str(path.relative_to(REPO_ROOT))
     except ValueError:
         return str(path)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
 

@@ -11,13 +11,11 @@ than skip, so a green run always means they ran.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
-import subprocess
 import threading
 from pathlib import Path
 
-from tests.infra import _docker_answers, _one_line, _rel
+from tests.infra import docker_answers, one_line, rel, run_start_script, stop_quietly
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_SH = REPO_ROOT / "deploy" / "local" / "kafka.sh"
@@ -77,7 +75,7 @@ def find_bootstrap() -> str:
 
 
 def _from_docker(tried: list[str]) -> str | None:
-    if not _docker_answers(tried):
+    if not docker_answers(tried):
         return None
     try:
         try:
@@ -88,39 +86,11 @@ def _from_docker(tried: list[str]) -> str | None:
         container = KafkaContainer(DOCKER_IMAGE).with_kraft()
         container.start()
     except Exception as exc:  # e.g. image pull blocked; fall back to the local broker
-        tried.append(f"Docker: engine answered but {DOCKER_IMAGE} did not start ({_one_line(exc)})")
+        tried.append(f"Docker: engine answered but {DOCKER_IMAGE} did not start ({one_line(exc)})")
         return None
-    atexit.register(_stop_quietly, container)
+    atexit.register(stop_quietly, container)
     return container.get_bootstrap_server()
 
 
-def _stop_quietly(container: object) -> None:
-    with contextlib.suppress(Exception):
-        container.stop()  # type: ignore[attr-defined]
-
-
 def _from_local_script(tried: list[str]) -> str | None:
-    if not KAFKA_SH.is_file():
-        tried.append(f"{_rel(KAFKA_SH)}: not found")
-        return None
-    try:
-        done = subprocess.run(
-            ["bash", str(KAFKA_SH), "start"],
-            capture_output=True,
-            text=True,
-            timeout=SCRIPT_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        tried.append(f"{_rel(KAFKA_SH)} start: {_one_line(exc)}")
-        return None
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    if done.returncode != 0 or not lines:
-        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-        tried.append(
-            f"{_rel(KAFKA_SH)} start: exit {done.returncode}"
-            + (":\n      " + tail.replace("\n", "\n      ") if tail else "")
-        )
-        return None
-    # The broker stays up for later runs and other workers; kafka.sh stop ends it.
-    return lines[-1].strip()
+    return run_start_script(KAFKA_SH, tried, SCRIPT_TIMEOUT_S)

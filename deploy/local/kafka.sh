@@ -86,8 +86,10 @@ fetch_jars() {
     tmp="$(mktemp -d "$DIR/fetch.XXXXXX")"
     # Copy the pom so Maven writes nothing next to the tracked one.
     cp "$CONF/pom.xml" "$tmp/pom.xml"
-    if ! mvn -B -q -Dstyle.color=never -f "$tmp/pom.xml" dependency:copy-dependencies \
-            -DincludeScope=runtime -DoutputDirectory="$tmp/lib" >&2; then
+    # Output kept for failures only: Maven 3.8 prints stray colour codes even with -B -q.
+    if ! mvn -B -q -f "$tmp/pom.xml" dependency:copy-dependencies \
+            -DincludeScope=runtime -DoutputDirectory="$tmp/lib" >"$tmp/mvn.log" 2>&1; then
+        tail -n 40 "$tmp/mvn.log" >&2
         rm -rf "$tmp"
         die "Maven could not fetch the Kafka jars"
     fi
