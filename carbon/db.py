@@ -96,3 +96,16 @@ class UTCDateTime(TypeDecorator):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def upsert(conn: Connection, table, rows: list[dict], keys: list[str]) -> None:
+    """INSERT … ON CONFLICT (keys) DO UPDATE on both backends."""
+    if not rows:
+        return
+    if is_sqlite(conn):
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    statement = insert(table).values(rows)
+    updates = {c: statement.excluded[c] for c in rows[0] if c not in keys}
+    conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))

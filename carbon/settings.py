@@ -20,6 +20,7 @@ class PlatformSettings(BaseSettings):
     database_url: str | None = None
     transport: Literal["store", "kafka"] = "store"
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_topic: str = "carbon.account.events.v1"
     account_url: str = "http://127.0.0.1:8001"
     jwt_secret: SecretStr | None = None
     webhook_allow_private: bool = False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, Integer, MetaData, String, Table, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, MetaData, String, Table, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from carbon.db import UTCDateTime
@@ -49,4 +49,15 @@ idempotency_keys = Table(
     Column("request_hash", String(64), nullable=False),
     Column("result", JSONDocument, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Written in the same transaction as the events; the relay marks rows once Kafka acknowledged them.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("position", Position, primary_key=True, autoincrement=False),
+    Column("stream_id", String(64), nullable=False),
+    Column("published_at", UTCDateTime, nullable=True),
+    Index("ix_outbox_pending", "position", postgresql_where=text("published_at IS NULL"),
+          sqlite_where=text("published_at IS NULL")),
 )

@@ -20,7 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from carbon.db import is_sqlite, read_transaction, write_transaction
 from carbon.eventstore import positions
 from carbon.eventstore.hashing import GENESIS_HASH, event_hash, format_time
-from carbon.eventstore.schema import events, idempotency_keys, streams
+from carbon.eventstore.schema import events, idempotency_keys, outbox, streams
 
 MAX_EVENTS_PER_APPEND = positions.MAX_EVENTS_PER_TRANSACTION
 
@@ -224,6 +224,7 @@ class EventStore:
             rows.append(row)
         returned = conn.execute(events.insert().returning(events.c.position, sort_by_parameter_order=True), rows)
         written = [r.position for r in returned]
+        conn.execute(outbox.insert(), [{"position": p, "stream_id": head.stream_id} for p in written])
         conn.execute(
             update(streams).where(streams.c.stream_id == head.stream_id).values(version=version, head_hash=prev_hash)
         )
@@ -250,7 +251,7 @@ class EventStore:
         )
         if limit is not None:
             query = query.limit(limit)
-        return [_recorded(row) for row in conn.execute(query)]
+        return [recorded_from_row(row) for row in conn.execute(query)]
 
     def read_all(self, after: int | None = None, limit: int = 1000) -> list[RecordedEvent]:
         """The global log in position order, from just after ``after``, never skipping a later commit."""
@@ -259,7 +260,7 @@ class EventStore:
             if after is not None:
                 query = query.where(events.c.position > after)
             query = positions.visible_only(conn, query, events.c.position)
-            return [_recorded(row) for row in conn.execute(query)]
+            return [recorded_from_row(row) for row in conn.execute(query)]
 
     def stream_ids(self, after: str | None = None, limit: int = 1000) -> list[str]:
         with read_transaction(self.engine) as conn:
@@ -298,7 +299,7 @@ class EventStore:
             version = batch[-1].stream_version + 1
 
 
-def _recorded(result_row: Any) -> RecordedEvent:
+def recorded_from_row(result_row: Any) -> RecordedEvent:
     row = result_row._mapping
     return RecordedEvent(
         event_id=uuid.UUID(row["event_id"]),

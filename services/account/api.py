@@ -197,7 +197,17 @@ def create_app(settings: AccountSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         migrate(engine)
+        relay = None
+        if settings.transport == "kafka":
+            from services.account.relay import build_relay
+
+            relay = build_relay(settings, engine)
+            thread = relay.start()
+        app.state.relay = relay
         yield
+        if relay is not None:
+            relay.stop()
+            thread.join(timeout=15)
         engine.dispose()
 
     def ready() -> None:

@@ -1,0 +1,76 @@
+"""How the other services reach the account service over HTTP, each as its own `service` identity."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from carbon.auth import mint_token
+from carbon.errors import Conflict, Forbidden, Invalid, NotFound
+from contracts import Role
+
+
+class AccountUnavailable(Exception):
+    """The account service did not answer usefully (down, 5xx): retry later."""
+
+
+class AccountClient:
+    def __init__(self, base_url: str, *, jwt_secret: str, service_name: str, timeout: float = 10.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self._secret, self.service_name = jwt_secret, service_name
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        token = mint_token(self._secret, sub=self.service_name, role=Role.SERVICE, ttl=timedelta(minutes=5))
+        return {"Authorization": f"Bearer {token}", **(extra or {})}
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = self._headers(kwargs.pop("headers", None))
+        try:
+            response = self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise AccountUnavailable(f"account service unreachable: {exc}") from exc
+        if response.status_code < 300:
+            return response.json()
+        problem = _problem(response)
+        detail = problem.get("detail", response.text[:200])
+        match response.status_code:
+            case 403:
+                raise Forbidden(problem.get("reason", "wrong_role"), f"account service: {detail}")
+            case 404:
+                raise NotFound(detail)
+            case 409:
+                raise Conflict(detail)
+            case 422:
+                raise Invalid(problem.get("errors") or [{"field": "body", "message": detail}])
+            case _:
+                raise AccountUnavailable(f"account service answered {response.status_code}: {detail}")
+
+    def append_events(self, enterprise_id: str, events: list[dict[str, Any]], *, expected_version: int | None = None,
+                      idempotency_key: str | None = None, traceparent: str | None = None) -> dict[str, Any]:
+        headers = {}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        if traceparent:
+            headers["traceparent"] = traceparent
+        return self._call("POST", f"/v1/enterprises/{enterprise_id}/events",
+                          json={"expected_version": expected_version, "events": events}, headers=headers)
+
+    def read_log(self, after: int | None, limit: int = 1000) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        return self._call("GET", "/v1/events", params=params)["events"]
+
+
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

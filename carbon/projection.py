@@ -1,0 +1,182 @@
+"""Exactly-once projections: each event's effect and its checkpoint commit in one transaction.
+
+A projection keeps, per enterprise stream, the last version it applied. An event at or below that
+version is a redelivery and has no effect; the next version is applied; anything beyond it means
+an event went missing upstream and the batch is refused (loudly) rather than applied with a hole.
+The highest position applied is the cursor the store catch-up transport resumes from.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine, MetaData, select
+
+from carbon.db import UTCDateTime, read_transaction, upsert, write_transaction
+from carbon.subscriptions import EventSource
+
+log = logging.getLogger("carbon.projection")
+
+checkpoint_metadata = MetaData()
+stream_checkpoints = sa.Table(
+    "projection_stream_checkpoints",
+    checkpoint_metadata,
+    sa.Column("projection", sa.String(64), primary_key=True),
+    sa.Column("stream_id", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+)
+projection_heads = sa.Table(
+    "projection_heads",
+    checkpoint_metadata,
+    sa.Column("projection", sa.String(64), primary_key=True),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("applied", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
+def create_checkpoint_tables(op) -> None:
+    """For a projection service's first Alembic revision: the checkpoint tables, defined once here."""
+    for table in checkpoint_metadata.sorted_tables:
+        op.create_table(table.name, *[c.copy() for c in table.columns])
+
+
+class GapDetected(Exception):
+    def __init__(self, stream_id: str, have: int, got: int) -> None:
+        super().__init__(f"stream {stream_id}: applied up to version {have} but received version {got}")
+        self.stream_id, self.have, self.got = stream_id, have, got
+
+
+class Projection:
+    """A read model. Subclasses name themselves, list their tables and apply one envelope."""
+
+    name: str = "projection"
+    tables: Sequence[sa.Table] = ()
+
+    def apply(self, conn: Connection, envelope: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def reset(self, conn: Connection) -> None:
+        for table in reversed(list(self.tables)):
+            conn.execute(table.delete())
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    applied: int
+    skipped: int
+    position: int | None
+
+
+class Projector:
+    def __init__(self, projection: Projection, engine: Engine) -> None:
+        self.projection, self.engine = projection, engine
+        self._stop = threading.Event()
+        self.last_error: BaseException | None = None
+
+    @property
+    def name(self) -> str:
+        return self.projection.name
+
+    def position(self) -> int | None:
+        with read_transaction(self.engine) as conn:
+            return conn.execute(
+                select(projection_heads.c.position).where(projection_heads.c.projection == self.name)
+            ).scalar_one_or_none()
+
+    def handle(self, envelopes: Sequence[dict[str, Any]]) -> BatchResult:
+        """Apply a batch in one transaction; redelivered events are skipped."""
+        if not envelopes:
+            return BatchResult(0, 0, None)
+        with write_transaction(self.engine) as conn:
+            stream_ids = {e["enterprise_id"] for e in envelopes}
+            versions = dict(
+                conn.execute(
+                    select(stream_checkpoints.c.stream_id, stream_checkpoints.c.version).where(
+                        stream_checkpoints.c.projection == self.name, stream_checkpoints.c.stream_id.in_(stream_ids)
+                    )
+                ).all()
+            )
+            changed: dict[str, dict[str, Any]] = {}
+            applied = skipped = 0
+            for envelope in envelopes:
+                stream_id, version = envelope["enterprise_id"], envelope["stream_version"]
+                have = versions.get(stream_id, 0)
+                if version <= have:
+                    skipped += 1
+                    continue
+                if version != have + 1:
+                    raise GapDetected(stream_id, have, version)
+                self.projection.apply(conn, envelope)
+                versions[stream_id] = version
+                changed[stream_id] = {"projection": self.name, "stream_id": stream_id, "version": version,
+                                      "position": envelope["position"]}
+                applied += 1
+            upsert(conn, stream_checkpoints, list(changed.values()), ["projection", "stream_id"])
+            head = conn.execute(
+                select(projection_heads.c.position, projection_heads.c.applied).where(projection_heads.c.projection == self.name)
+            ).first()
+            top = max(e["position"] for e in envelopes)
+            position = max(top, head.position) if head else top
+            upsert(conn, projection_heads, [{"projection": self.name, "position": position,
+                                             "applied": (head.applied if head else 0) + applied,
+                                             "updated_at": datetime.now(UTC)}], ["projection"])
+        return BatchResult(applied, skipped, position)
+
+    def reset(self) -> None:
+        """Forget everything: the read model and the checkpoints (then replay rebuilds it)."""
+        with write_transaction(self.engine) as conn:
+            self.projection.reset(conn)
+            conn.execute(stream_checkpoints.delete().where(stream_checkpoints.c.projection == self.name))
+            conn.execute(projection_heads.delete().where(projection_heads.c.projection == self.name))
+
+    def catch_up(self, source: EventSource, *, batch_size: int = 1000,
+                 progress: Callable[[BatchResult], None] | None = None) -> int:
+        """Apply until the source has nothing more; return how many events were applied."""
+        total = 0
+        while batch := source.fetch(batch_size, timeout_s=0.5):
+            result = self.handle(batch)
+            source.acknowledge()
+            total += result.applied
+            if progress:
+                progress(result)
+        return total
+
+    def run(self, source: EventSource, *, batch_size: int = 500, idle_wait_s: float = 0.05) -> None:
+        """Follow the source until ``stop()``; a failing batch is retried (never skipped)."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                batch = source.fetch(batch_size, timeout_s=0.2)
+                if batch:
+                    self.handle(batch)
+                    source.acknowledge()
+                else:
+                    self._stop.wait(idle_wait_s)
+                failures = 0
+                self.last_error = None
+            except Exception as exc:  # noqa: BLE001 - keep following once the cause goes away
+                failures += 1
+                self.last_error = exc
+                log.warning("projection %s: %s", self.name, exc)
+                self._stop.wait(min(5.0, 0.1 * 2 ** min(failures, 6)))
+                try:
+                    source.redeliver(self.position())
+                except Exception:  # noqa: BLE001 - the next round tries again
+                    log.warning("projection %s: cannot rewind its source yet", self.name, exc_info=True)
+
+    def start(self, source: EventSource, **kwargs: Any) -> threading.Thread:
+        thread = threading.Thread(target=self.run, args=(source,), kwargs=kwargs, name=f"projection-{self.name}",
+                                  daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,126 @@
+"""One subscription interface, two transports (SPEC §2).
+
+- ``StoreCatchUpSource`` pages the account service's global log (``GET /v1/events?after=``): the
+  embedded default, and the way every projection is rebuilt.
+- ``KafkaSource`` reads topic ``carbon.account.events.v1`` in a consumer group and commits offsets
+  only after the projection's transaction committed.
+
+Both hand over batches of envelopes in per-enterprise order; both may hand an event over twice
+(after a crash or a rebalance), which the projection's checkpoints turn into a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from carbon import cloudevents
+from carbon.account_client import AccountClient
+
+log = logging.getLogger("carbon.subscriptions")
+
+
+class EventSource(Protocol):
+    def fetch(self, max_events: int, timeout_s: float) -> list[dict[str, Any]]:
+        """The next batch of envelopes (empty when none arrived within the timeout)."""
+
+    def acknowledge(self) -> None:
+        """The last batch is durably applied: do not hand it over again."""
+
+    def redeliver(self, position: int | None) -> None:
+        """The last batch was not applied: hand over again everything after the durable ``position``."""
+
+    def close(self) -> None: ...
+
+
+class StoreCatchUpSource:
+    """Follows the account service's global log from a position (``None``: the beginning)."""
+
+    def __init__(self, client: AccountClient, after: int | None) -> None:
+        self.client, self.after = client, after
+
+    def fetch(self, max_events: int, timeout_s: float) -> list[dict[str, Any]]:
+        page = self.client.read_log(self.after, limit=min(max_events, 1000))
+        if page:
+            self.after = page[-1]["position"]
+        return page
+
+    def acknowledge(self) -> None:
+        pass  # the projection's own checkpoint is the cursor: nothing to tell the account service
+
+    def redeliver(self, position: int | None) -> None:
+        self.after = position
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class KafkaSource:
+    """A consumer-group member; offsets are committed by ``acknowledge`` after the read-model commit."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group_id: str,
+        topic: str | None = None,
+        *,
+        max_poll_interval_ms: int = 300_000,
+        session_timeout_ms: int = 10_000,
+    ) -> None:
+        from kafka import KafkaConsumer
+
+        from carbon.kafka import TOPIC
+
+        self.consumer = KafkaConsumer(
+            topic or TOPIC,
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            client_id=f"carbon-{group_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Batches are applied in one transaction well within this, so the member is never evicted
+            # for being slow; if it is, the next commit fails and the batch is simply redelivered.
+            max_poll_interval_ms=max_poll_interval_ms,
+            session_timeout_ms=session_timeout_ms,
+        )
+        self._offsets: dict[Any, int] = {}
+
+    def fetch(self, max_events: int, timeout_s: float) -> list[dict[str, Any]]:
+        polled = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_events)
+        batch: list[dict[str, Any]] = []
+        self._offsets = {}
+        for partition, records in polled.items():
+            for record in records:
+                try:
+                    batch.append(cloudevents.decode(record.value))
+                except ValueError:
+                    log.error("skipping a record that is not a CloudEvent envelope at %s@%d", partition, record.offset)
+                self._offsets[partition] = record.offset + 1
+        # Within a partition records are in order; across partitions order does not matter (keys differ).
+        return batch
+
+    def acknowledge(self) -> None:
+        if not self._offsets:
+            return
+        from kafka import OffsetAndMetadata
+        from kafka.errors import CommitFailedError
+
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._offsets.items()})
+        except CommitFailedError:
+            # The group rebalanced: the new owner re-reads from the last commit, and checkpoints dedupe.
+            log.info("offset commit lost to a rebalance; the batch will be redelivered and skipped")
+        self._offsets = {}
+
+    def redeliver(self, position: int | None) -> None:
+        # Kafka offsets, not log positions, say where this member stands: go back to the last commit.
+        for partition in self.consumer.assignment():
+            committed = self.consumer.committed(partition)
+            if committed is None:
+                self.consumer.seek_to_beginning(partition)
+            else:
+                self.consumer.seek(partition, committed)
+        self._offsets = {}
+
+    def close(self) -> None:
+        self.consumer.close()
