@@ -170,5 +170,41 @@ def verify_chain(
     raise typer.Exit(1)
 
 
+PROJECTIONS = {"rating": "CARBON_RATING_DATABASE_URL", "disclosure": "CARBON_DISCLOSURE_DATABASE_URL"}
+
+
+@app.command()
+def replay(
+    projection: Annotated[str, typer.Argument(help="rating or disclosure")],
+    database_url: Annotated[str | None, typer.Option(help="The projection's database (default: its variable of SPEC §3, else the embedded one)")] = None,
+) -> None:
+    """Rebuild a projection from the account's global log, with a progress bar.
+
+    Stop the service that owns the projection first: the rebuild replaces its read model.
+    """
+    import importlib
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from carbon.projection_runtime import account_client
+    from carbon.projection_runtime import replay as rebuild
+
+    if projection not in PROJECTIONS:
+        err.print(f"[red]unknown projection {projection!r}; choose one of: {', '.join(PROJECTIONS)}[/red]")
+        raise typer.Exit(2)
+    settings = PlatformSettings()
+    url = database_url or os.environ.get(PROJECTIONS[projection]) or f"sqlite:///{settings.data_dir / (projection + '.db')}"
+    module = importlib.import_module(f"services.{projection}.projection")
+    projector = module.create_projector(url)
+    client = account_client(settings, projection)
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.completed:,} events"),
+                  TextColumn("position {task.fields[position]}"), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(f"replaying {projection}", total=None, position="-")
+        applied = rebuild(projector, client,
+                          on_batch=lambda r: progress.update(task, advance=r.applied, position=r.position))
+    console.print(f"[green]{projection} rebuilt[/green]: {applied:,} events applied, position {projector.position()}")
+    projector.engine.dispose()
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

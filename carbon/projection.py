@@ -85,6 +85,14 @@ class Projector:
     def name(self) -> str:
         return self.projection.name
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, but wake at once when stopped."""
+        self._stop.wait(seconds)
+
     def position(self) -> int | None:
         with read_transaction(self.engine) as conn:
             return conn.execute(

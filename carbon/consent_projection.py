@@ -1,0 +1,68 @@
+"""The projected copy of every enterprise's consents, shared by the projection services.
+
+Rating and disclosure check consent against their own projection (SPEC §2), so a grant or a
+revocation takes effect within the projection lag. The rows keep grant and revocation times, so a
+decision can also be taken "as of" a past moment (what the partner was allowed when an event happened).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, select
+
+from carbon.consent import ConsentRecord
+from carbon.db import UTCDateTime
+
+consent_metadata = sa.MetaData()
+consents = sa.Table(
+    "consents",
+    consent_metadata,
+    sa.Column("consent_id", sa.String(36), primary_key=True),
+    sa.Column("enterprise_id", sa.String(64), nullable=False, index=True),
+    sa.Column("grantee", sa.String(128), nullable=False),
+    sa.Column("scopes", sa.String(512), nullable=False),  # space-separated
+    sa.Column("purpose", sa.String(500), nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("granted_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+
+def create_consent_table(op) -> None:
+    """For a projection service's Alembic revision: the consent table, defined once here."""
+    op.create_table(consents.name, *[c.copy() for c in consents.columns])
+    op.create_index("ix_consents_enterprise_id", consents.name, ["enterprise_id"])
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def apply_consent_event(conn: Connection, envelope: dict[str, Any]) -> bool:
+    """Project ConsentGranted/ConsentRevoked; return False for any other event type."""
+    data, at = envelope["data"], _time(envelope["recorded_at"])
+    if envelope["type"] == "ConsentGranted":
+        conn.execute(consents.insert().values(
+            consent_id=data["consent_id"], enterprise_id=envelope["enterprise_id"], grantee=data["grantee"],
+            scopes=" ".join(sorted(data["scopes"])), purpose=data["purpose"], expires_at=_time(data["expires_at"]),
+            granted_at=at,
+        ))
+        return True
+    if envelope["type"] == "ConsentRevoked":
+        conn.execute(consents.update().where(consents.c.consent_id == data["consent_id"]).values(revoked_at=at))
+        return True
+    return False
+
+
+def load_consents(conn: Connection, enterprise_id: str, grantee: str | None = None) -> list[ConsentRecord]:
+    query = select(consents).where(consents.c.enterprise_id == enterprise_id)
+    if grantee is not None:
+        query = query.where(consents.c.grantee == grantee)
+    return [
+        ConsentRecord(r.consent_id, r.grantee, frozenset(r.scopes.split()), r.purpose, r.expires_at, r.granted_at,
+                      r.revoked_at)
+        for r in conn.execute(query)
+    ]
