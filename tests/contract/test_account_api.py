@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -281,6 +282,11 @@ def test_global_log_for_operator_and_services(api: Api) -> None:
     api.register(POWER, "D4411")
     api.append(CEMENT, [activity()])
     assert_problem(api.http.get("/v1/events", headers=api.as_("enterprise", CEMENT)), 403, "wrong_role")
+    # The log shows a commit once no older transaction anywhere in the cluster is still open.
+    deadline = time.monotonic() + 30
+    while len(api.http.get("/v1/events", headers=api.as_("operator", "ops")).json()["events"]) < 3:
+        assert time.monotonic() < deadline, "committed events never became visible in the global log"
+        time.sleep(0.05)
     first = api.http.get("/v1/events", params={"limit": 2}, headers=api.as_("service", "rating")).json()
     assert len(first["events"]) == 2 and first["next"] == first["events"][-1]["position"]
     rest = api.http.get("/v1/events", params={"after": first["next"]}, headers=api.as_("operator", "ops")).json()
