@@ -1,6 +1,7 @@
 """Global log positions that readers can follow without ever skipping a committed event.
 
-SQLite admits one writer at a time, so an auto-incremented position is already in commit order.
+SQLite admits one writer at a time (the store's writers BEGIN IMMEDIATE), so the next integers after
+the current maximum are already in commit order.
 
 PostgreSQL lets writers to different streams commit concurrently, and a plain sequence would
 then let a reader see position 11 before a slower transaction commits position 10 — and skip it
@@ -23,10 +24,11 @@ MAX_EVENTS_PER_TRANSACTION = 999_999
 _SCALE = MAX_EVENTS_PER_TRANSACTION + 1
 
 
-def plan(conn: Connection, count: int) -> list[int] | None:
-    """Positions for ``count`` events about to be written in this transaction (None: the database assigns)."""
+def plan(conn: Connection, count: int) -> list[int]:
+    """Positions for ``count`` events about to be written in this transaction."""
     if is_sqlite(conn):
-        return None
+        last = conn.execute(text("SELECT coalesce(max(position), 0) FROM events")).scalar_one()
+        return list(range(last + 1, last + count + 1))
     xid = conn.execute(text("SELECT pg_current_xact_id()::text::bigint")).scalar_one()
     return [xid * _SCALE + i for i in range(1, count + 1)]
 

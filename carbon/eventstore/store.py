@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -23,6 +23,8 @@ from carbon.eventstore.hashing import GENESIS_HASH, event_hash, format_time
 from carbon.eventstore.schema import events, idempotency_keys, outbox, streams
 
 MAX_EVENTS_PER_APPEND = positions.MAX_EVENTS_PER_TRANSACTION
+# Two-key advisory locks (class, hash of the stream id): apart from the single-key ones of migrations and the relay.
+STREAM_LOCK_KEY = 7203
 
 
 class EventStoreError(Exception):
@@ -165,17 +167,25 @@ class EventStore:
             return result
 
     def _lock_stream(self, conn: Connection, stream_id: str) -> StreamHead:
-        insert = sqlite_insert if is_sqlite(conn) else pg_insert
-        # Create the stream row if missing (a no-op when it exists), then lock it for this transaction.
-        conn.execute(
-            insert(streams)
-            .values(stream_id=stream_id, version=0, head_hash=GENESIS_HASH, created_at=datetime.now(UTC))
-            .on_conflict_do_nothing(index_elements=["stream_id"])
-        )
+        if not is_sqlite(conn):
+            # Wait for the stream's previous writer before this transaction gets an id: the insert
+            # below can assign one and then wait, and an id older than the previous writer's would
+            # put this append's positions before that writer's, out of stream order.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k, hashtext(:s))"), {"k": STREAM_LOCK_KEY, "s": stream_id})
         query = select(streams.c.version, streams.c.head_hash).where(streams.c.stream_id == stream_id)
         if not is_sqlite(conn):  # SQLite already holds the database write lock (BEGIN IMMEDIATE)
             query = query.with_for_update()
-        version, head_hash = conn.execute(query).one()
+        row = conn.execute(query).first()
+        if row is None:
+            # A new stream: create its row (a no-op if a writer of a colliding lock key just did).
+            insert = sqlite_insert if is_sqlite(conn) else pg_insert
+            conn.execute(
+                insert(streams)
+                .values(stream_id=stream_id, version=0, head_hash=GENESIS_HASH, created_at=datetime.now(UTC))
+                .on_conflict_do_nothing(index_elements=["stream_id"])
+            )
+            row = conn.execute(query).one()
+        version, head_hash = row
         return StreamHead(stream_id, version, head_hash)
 
     def _idempotent_result(self, conn: Connection, stream_id: str, key: str, request_hash: str) -> AppendResult | None:
@@ -208,6 +218,7 @@ class EventStore:
             }
             prev_hash = event_hash(envelope)
             row = {
+                "position": planned[index],
                 "event_id": str(new.event_id),
                 "stream_id": head.stream_id,
                 "stream_version": version,
@@ -219,11 +230,10 @@ class EventStore:
                 "prev_hash": envelope["prev_hash"],
                 "hash": prev_hash,
             }
-            if planned is not None:
-                row["position"] = planned[index]
             rows.append(row)
-        returned = conn.execute(events.insert().returning(events.c.position, sort_by_parameter_order=True), rows)
-        written = [r.position for r in returned]
+        # Positions are known before the insert, so a plain executemany (no RETURNING) suffices.
+        conn.execute(events.insert(), rows)
+        written = planned
         conn.execute(outbox.insert(), [{"position": p, "stream_id": head.stream_id} for p in written])
         conn.execute(
             update(streams).where(streams.c.stream_id == head.stream_id).values(version=version, head_hash=prev_hash)
