@@ -39,6 +39,9 @@ class ServiceSpec:
 
 SERVICES = [
     ServiceSpec("account", "services.account.api:create_app", 8001, "CARBON_ACCOUNT_DATABASE_URL"),
+    ServiceSpec("accounting", "services.accounting.api:create_app", 8002, "CARBON_ACCOUNTING_DATABASE_URL"),
+    ServiceSpec("rating", "services.rating.api:create_app", 8003, "CARBON_RATING_DATABASE_URL"),
+    ServiceSpec("disclosure", "services.disclosure.api:create_app", 8004, "CARBON_DISCLOSURE_DATABASE_URL"),
 ]
 
 
