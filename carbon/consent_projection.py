@@ -17,24 +17,28 @@ from carbon.consent import ConsentRecord
 from carbon.db import UTCDateTime
 
 consent_metadata = sa.MetaData()
-consents = sa.Table(
-    "consents",
-    consent_metadata,
-    sa.Column("consent_id", sa.String(36), primary_key=True),
-    sa.Column("enterprise_id", sa.String(64), nullable=False, index=True),
-    sa.Column("grantee", sa.String(128), nullable=False),
-    sa.Column("scopes", sa.String(512), nullable=False),  # space-separated
-    sa.Column("purpose", sa.String(500), nullable=False),
-    sa.Column("expires_at", UTCDateTime, nullable=False),
-    sa.Column("granted_at", UTCDateTime, nullable=False),
-    sa.Column("revoked_at", UTCDateTime, nullable=True),
-)
+
+
+def _columns() -> list[sa.Column]:
+    # Fresh Column objects each call: one for the table below, one per migration that creates it.
+    return [
+        sa.Column("consent_id", sa.String(36), primary_key=True),
+        sa.Column("enterprise_id", sa.String(64), nullable=False, index=True),
+        sa.Column("grantee", sa.String(128), nullable=False),
+        sa.Column("scopes", sa.String(512), nullable=False),  # space-separated
+        sa.Column("purpose", sa.String(500), nullable=False),
+        sa.Column("expires_at", UTCDateTime, nullable=False),
+        sa.Column("granted_at", UTCDateTime, nullable=False),
+        sa.Column("revoked_at", UTCDateTime, nullable=True),
+    ]
+
+
+consents = sa.Table("consents", consent_metadata, *_columns())
 
 
 def create_consent_table(op) -> None:
-    """For a projection service's Alembic revision: the consent table, defined once here."""
-    op.create_table(consents.name, *[c.copy() for c in consents.columns])
-    op.create_index("ix_consents_enterprise_id", consents.name, ["enterprise_id"])
+    """For a projection service's Alembic revision: the consent table (and its index), defined once here."""
+    op.create_table("consents", *_columns())
 
 
 def _time(text: str) -> datetime:

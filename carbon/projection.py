@@ -24,28 +24,34 @@ from carbon.subscriptions import EventSource
 log = logging.getLogger("carbon.projection")
 
 checkpoint_metadata = MetaData()
-stream_checkpoints = sa.Table(
-    "projection_stream_checkpoints",
-    checkpoint_metadata,
-    sa.Column("projection", sa.String(64), primary_key=True),
-    sa.Column("stream_id", sa.String(64), primary_key=True),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("position", sa.BigInteger, nullable=False),
-)
-projection_heads = sa.Table(
-    "projection_heads",
-    checkpoint_metadata,
-    sa.Column("projection", sa.String(64), primary_key=True),
-    sa.Column("position", sa.BigInteger, nullable=False),
-    sa.Column("applied", sa.BigInteger, nullable=False),
-    sa.Column("updated_at", UTCDateTime, nullable=False),
-)
+
+
+def _stream_checkpoint_columns() -> list[sa.Column]:
+    return [
+        sa.Column("projection", sa.String(64), primary_key=True),
+        sa.Column("stream_id", sa.String(64), primary_key=True),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("position", sa.BigInteger, nullable=False),
+    ]
+
+
+def _head_columns() -> list[sa.Column]:
+    return [
+        sa.Column("projection", sa.String(64), primary_key=True),
+        sa.Column("position", sa.BigInteger, nullable=False),
+        sa.Column("applied", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+    ]
+
+
+stream_checkpoints = sa.Table("projection_stream_checkpoints", checkpoint_metadata, *_stream_checkpoint_columns())
+projection_heads = sa.Table("projection_heads", checkpoint_metadata, *_head_columns())
 
 
 def create_checkpoint_tables(op) -> None:
     """For a projection service's first Alembic revision: the checkpoint tables, defined once here."""
-    for table in checkpoint_metadata.sorted_tables:
-        op.create_table(table.name, *[c.copy() for c in table.columns])
+    op.create_table("projection_stream_checkpoints", *_stream_checkpoint_columns())
+    op.create_table("projection_heads", *_head_columns())
 
 
 class GapDetected(Exception):

@@ -1,0 +1,187 @@
+"""The rating projection on SQLite and PostgreSQL: exactly once, rebuildable, answering as of a moment."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from carbon.identity import Principal
+from carbon.projection import GapDetected, Projector
+from contracts import Role
+from contracts.envelope import format_time
+from contracts.examples import CEMENT_MAKER_USCC, POWER_PLANT_USCC
+from services.rating.api import ProjectionHealth
+from services.rating.config import load_reference_data
+from services.rating.projection import create_projector
+from services.rating.schema import rating_facts, ratings
+from services.rating.service import RatingService
+
+CEMENT, POWER = CEMENT_MAKER_USCC, POWER_PLANT_USCC
+T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+
+class Log:
+    """Envelopes as the account service would publish them: per-stream versions, global positions."""
+
+    def __init__(self) -> None:
+        self.positions = itertools.count(101)
+        self.versions: dict[str, int] = {}
+        self.clock = T0
+        self.events: list[dict] = []
+
+    def add(self, enterprise: str, event_type: str, **data) -> dict:
+        self.versions[enterprise] = self.versions.get(enterprise, 0) + 1
+        self.clock += timedelta(hours=1)
+        envelope = {"event_id": str(uuid.uuid4()), "type": event_type, "schema_version": 1,
+                    "enterprise_id": enterprise, "stream_version": self.versions[enterprise],
+                    "position": next(self.positions), "recorded_at": format_time(self.clock), "data": data,
+                    "metadata": {"actor": {"sub": "x", "role": "operator"}}, "prev_hash": "0" * 64, "hash": "0" * 64}
+        self.events.append(envelope)
+        return envelope
+
+
+def story(log: Log) -> None:
+    for enterprise, industry in ((CEMENT, "C3011"), (POWER, "D4411")):
+        log.add(enterprise, "EnterpriseRegistered", uscc=enterprise, name="Example", industry=industry, region="510100")
+    log.add(CEMENT, "ConsentGranted", consent_id=str(uuid.uuid4()), grantee="bank-a", scopes=["rating:read"],
+            purpose="loan", expires_at="2099-01-01T00:00:00Z")
+    log.add(CEMENT, "ActivityReported", period="2024", revenue_10k_cny="50000",
+            output={"quantity": "1000000", "unit": "t"})
+    log.add(POWER, "ActivityReported", period="2024", revenue_10k_cny="200000",
+            output={"quantity": "5000000", "unit": "MWh"})
+    log.add(CEMENT, "EmissionRecorded", calculation_id="c1", period="2024", scope=1, category="process", gas="CO2",
+            tco2e="450000", factor_ref="f", methodology="m", data_quality=4)
+    log.add(POWER, "EmissionRecorded", calculation_id="p1", period="2024", scope=1, category="fuel_combustion",
+            gas="CO2", tco2e="3900000", factor_ref="f", methodology="m", data_quality=5)
+    log.add(CEMENT, "CarbonAssetAcquired", asset="CCER", batch="b", quantity_t="100", source="issuance")
+    log.add(CEMENT, "EmissionVerified", period="2024", verifier="v", verified_tco2e="440000", report_ref="VR")
+    log.add(CEMENT, "CreditsRetired", asset="CCER", batch="b", quantity_t="100", period="2024", purpose="p",
+            retirement_ref="r")
+
+
+@pytest.fixture
+def projector(database_url: str):
+    projector = create_projector(database_url)
+    yield projector
+    projector.engine.dispose()
+
+
+def snapshot(projector: Projector) -> list[tuple]:
+    with projector.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(ratings).order_by(ratings.c.enterprise_id, ratings.c.seq))]
+
+
+def test_create_projector_migrates_once_and_again(database_url: str, projector: Projector) -> None:
+    again = create_projector(database_url)  # a second start finds the schema in place
+    assert again.position() is None and again.name == "rating"
+    again.engine.dispose()
+
+
+def test_redelivery_has_no_second_effect(projector: Projector) -> None:
+    log = Log()
+    story(log)
+    first = projector.handle(log.events)
+    assert first.applied == len(log.events) and first.position == log.events[-1]["position"]
+    before = snapshot(projector)
+    again = projector.handle(log.events)
+    assert (again.applied, again.skipped) == (0, len(log.events))
+    projector.handle(log.events[3:6])  # a partial redelivery
+    assert snapshot(projector) == before
+
+
+def test_rebuilding_gives_identical_ratings_whatever_the_batches(projector: Projector) -> None:
+    log = Log()
+    story(log)
+    projector.handle(log.events)
+    before = snapshot(projector)
+    assert [row[0] for row in before].count(CEMENT) >= 3
+    projector.reset()
+    assert snapshot(projector) == [] and projector.position() is None
+    for envelope in log.events:  # one at a time this time
+        projector.handle([envelope])
+    assert snapshot(projector) == before
+    with projector.engine.connect() as conn:
+        stored = json.loads(conn.execute(select(rating_facts.c.facts).where(rating_facts.c.enterprise_id == CEMENT)).scalar_one())
+    assert stored["retirements"][0][2] == "100"
+
+
+def test_only_rating_changes_enter_the_history_with_their_knowledge_time(projector: Projector) -> None:
+    log = Log()
+    story(log)
+    projector.handle(log.events)
+    rows = [r for r in snapshot(projector) if r[0] == CEMENT]
+    by_position = {e["position"]: e for e in log.events}
+    for row in rows:
+        envelope = by_position[row[3]]
+        assert envelope["enterprise_id"] == CEMENT
+        assert format_time(row[2]) == envelope["recorded_at"]
+    causes = [by_position[row[3]]["type"] for row in rows]
+    # The consent and the asset acquisition change no rating, so they leave no row.
+    assert "ConsentGranted" not in causes and "CarbonAssetAcquired" not in causes
+    assert causes[-2:] == ["EmissionVerified", "CreditsRetired"]
+
+
+def test_a_gap_is_refused(projector: Projector) -> None:
+    log = Log()
+    story(log)
+    with pytest.raises(GapDetected):
+        projector.handle([log.events[0], log.events[4]])  # cement version 1, then version 3
+    assert snapshot(projector) == []
+
+
+def test_as_of_answers_from_what_was_recorded_then_and_a_correction_never_rewrites_it(projector: Projector) -> None:
+    log = Log()
+    story(log)
+    projector.handle(log.events)
+    service = RatingService(projector.engine, load_reference_data(), clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))
+    owner = Principal(CEMENT, Role.ENTERPRISE)
+    verification = next(e for e in log.events if e["type"] == "EmissionVerified")
+    just_before = datetime.fromisoformat(verification["recorded_at"]) - timedelta(seconds=1)
+
+    def read(as_of: datetime | None = None) -> dict:
+        answer = json.loads(service.rating(owner, CEMENT, as_of))
+        return {k: v for k, v in answer.items() if k not in ("decision_id", "as_of")}
+
+    before, after = read(just_before), read()
+    assert (before["score"], after["score"]) == (50, 57) and before["position"] < after["position"]
+    quality = {f["name"]: f for f in after["factors"]}["data_quality"]
+    assert quality["value"] == "1"
+
+    moment = log.clock + timedelta(minutes=30)
+    line = next(e for e in log.events if e["type"] == "EmissionRecorded" and e["enterprise_id"] == CEMENT)
+    projector.handle([log.add(CEMENT, "EmissionRecorded", calculation_id="c2", period="2024", scope=1,
+                              category="process", gas="CO2", tco2e="470000", factor_ref="f", methodology="m",
+                              data_quality=4, supersedes=line["event_id"])])
+    assert read(moment) == after  # the past answer stands
+    corrected = {f["name"]: f for f in read()["factors"]}
+    assert corrected["data_quality"]["detail"]["stale_verification"] is True
+    assert corrected["carbon_efficiency"]["value"] == "0.470000"
+    # Before the account existed, and a future as_of (answers as of now).
+    assert read(T0)["missing"] == [{"code": "account", "detail": "the account had not been opened by then"}]
+    assert read(datetime(2999, 1, 1, tzinfo=UTC)) == read()
+
+
+def test_readiness_fails_only_when_the_projection_keeps_failing() -> None:
+    class Fake:
+        last_error: BaseException | None = None
+
+    now = [0.0]
+    fake = Fake()
+    health = ProjectionHealth(fake, 30, monotonic=lambda: now[0])  # type: ignore[arg-type]
+    health.check()
+    fake.last_error = RuntimeError("account unreachable")
+    health.check()
+    now[0] = 29
+    health.check()
+    now[0] = 31
+    with pytest.raises(RuntimeError, match="keeps failing"):
+        health.check()
+    fake.last_error = None
+    health.check()  # recovered
+    fake.last_error = RuntimeError("again")
+    health.check()  # a new streak starts its own clock
