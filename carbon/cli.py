@@ -49,6 +49,7 @@ SERVICES = [
 def up(
     host: Annotated[str, typer.Option(help="Interface the services listen on")] = "127.0.0.1",
     startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for each service to be ready")] = 60.0,
+    play_demo: Annotated[bool, typer.Option("--demo", help="Play the end-to-end story once the platform is up")] = False,
 ) -> None:
     """Start every service as its own process; Ctrl-C (or SIGTERM) stops them all."""
     settings = PlatformSettings()
@@ -85,6 +86,16 @@ def up(
         for spec, process in processes:
             _wait_ready(spec, process, host, startup_timeout)
         _print_stack(host, data_dir, secret, secret_from_env)
+        if play_demo:
+            from carbon.demo import Endpoints, StoryDeviation, run_demo
+
+            urls = {spec.name: f"http://{host}:{spec.port}" for spec in SERVICES}
+            try:
+                run_demo(Endpoints(**urls), secret, console)
+            except StoryDeviation as exc:
+                err.print(f"[red bold]the story does not hold:[/red bold] {exc}")
+                raise typer.Exit(1) from None
+            console.print("the platform keeps running · Ctrl-C stops")
         while True:
             for spec, process in processes:
                 if process.poll() is not None:
@@ -171,6 +182,25 @@ def verify_chain(
         f"[red]chain broken[/red] at version {report.first_bad_version} ({report.events_checked} events checked)"
     )
     raise typer.Exit(1)
+
+
+@app.command()
+def demo() -> None:
+    """Play the end-to-end story (SPEC §8) against the running platform; exit 1 if any step deviates."""
+    from carbon.demo import Endpoints, StoryDeviation, run_demo
+
+    settings = PlatformSettings()
+    endpoints = Endpoints(
+        account=settings.account_url,
+        accounting=os.environ.get("CARBON_ACCOUNTING_URL", "http://127.0.0.1:8002"),
+        rating=os.environ.get("CARBON_RATING_URL", "http://127.0.0.1:8003"),
+        disclosure=os.environ.get("CARBON_DISCLOSURE_URL", "http://127.0.0.1:8004"),
+    )
+    try:
+        run_demo(endpoints, settings.resolved_jwt_secret(), console)
+    except StoryDeviation as exc:
+        err.print(f"[red bold]the story does not hold:[/red bold] {exc}")
+        raise typer.Exit(1) from None
 
 
 PROJECTIONS = {"rating": "CARBON_RATING_DATABASE_URL", "disclosure": "CARBON_DISCLOSURE_DATABASE_URL"}
