@@ -41,12 +41,22 @@ def record_headers(envelope: dict[str, Any]) -> list[tuple[str, bytes]]:
 class KafkaPublisher:
     """Publishes envelopes as structured CloudEvents, key = enterprise id, and waits for acks=all."""
 
-    def __init__(self, bootstrap: str, topic: str = TOPIC, *, ack_timeout_s: float = 30.0) -> None:
+    def __init__(self, bootstrap: str, topic: str = TOPIC, *, ack_timeout_s: float = 30.0,
+                 create_topic: bool = False) -> None:
         self.bootstrap, self.topic, self.ack_timeout_s = bootstrap, topic, ack_timeout_s
+        self._topic_missing = create_topic
         self._producer: KafkaProducer | None = None
 
+    def ensure_topic(self) -> None:
+        """Create the topic if this publisher was asked to; until that works, every publish tries again."""
+        if self._topic_missing:
+            ensure_topic(self.bootstrap, self.topic)
+            self._topic_missing = False
+
     def _connect(self) -> KafkaProducer:
+        self.ensure_topic()
         if self._producer is None:
+            ack_timeout_ms = int(self.ack_timeout_s * 1000)
             self._producer = KafkaProducer(
                 bootstrap_servers=self.bootstrap,
                 client_id="carbon-outbox-relay",
@@ -55,7 +65,11 @@ class KafkaPublisher:
                 enable_idempotence=True,
                 linger_ms=5,
                 batch_size=256 * 1024,
-                request_timeout_ms=10_000,
+                request_timeout_ms=min(10_000, ack_timeout_ms // 2),
+                # Every record is acked or failed within the ack timeout, so a failed batch leaves
+                # nothing in flight: kafka-python's close() raises on records still pending and
+                # then leaves its I/O thread running, resending the batch the relay will retry.
+                delivery_timeout_ms=ack_timeout_ms,
                 reconnect_backoff_max_ms=2_000,
             )
         return self._producer
@@ -72,7 +86,8 @@ class KafkaPublisher:
                 )
                 for e in envelopes
             ]
-            producer.flush(timeout=self.ack_timeout_s)
+            # The delivery timeout completes every record first; the margin covers the expiry sweep.
+            producer.flush(timeout=self.ack_timeout_s + 5)
             for future in futures:
                 future.get(timeout=0)  # raises the delivery error, or times out if still pending
         except Exception as exc:  # noqa: BLE001 - any failure: drop the producer, retry the batch later

@@ -12,13 +12,19 @@ import signal
 from carbon.db import make_engine
 from carbon.eventstore import migrate
 from carbon.eventstore.outbox import OutboxRelay
-from carbon.kafka import KafkaPublisher, ensure_topic
+from carbon.kafka import KafkaPublisher
 from services.account.settings import AccountSettings
+
+log = logging.getLogger("carbon.outbox")
 
 
 def build_relay(settings: AccountSettings, engine) -> OutboxRelay:
-    ensure_topic(settings.kafka_bootstrap, settings.kafka_topic)
-    return OutboxRelay(engine, KafkaPublisher(settings.kafka_bootstrap, settings.kafka_topic))
+    publisher = KafkaPublisher(settings.kafka_bootstrap, settings.kafka_topic, create_topic=True)
+    try:
+        publisher.ensure_topic()
+    except Exception as exc:  # noqa: BLE001 - a broker away at start-up must not keep the relay from starting
+        log.warning("outbox relay: cannot create topic %s yet (%s); the first publish retries", settings.kafka_topic, exc)
+    return OutboxRelay(engine, publisher)
 
 
 def main() -> None:
