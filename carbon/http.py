@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from carbon import telemetry
 from carbon.problems import PROBLEM_JSON, Problem, install_problem_handlers
 
 
@@ -71,8 +72,11 @@ def create_service_app(
     max_body_bytes: int,
     ready: Callable[[], None],
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
+    service_name: str | None = None,
 ) -> FastAPI:
     """A FastAPI app with the platform's conventions; ``ready`` raises when the service cannot serve."""
+    telemetry.configure(service_name or title.split()[-1].lower())
+    telemetry.instrument_http_clients()
     app = FastAPI(title=title, description=description, version="1", lifespan=lifespan)
     app.state.jwt_secret = jwt_secret
     install_problem_handlers(app)
@@ -91,4 +95,5 @@ def create_service_app(
             return JSONResponse(problem.body("/readyz"), status_code=503, media_type=PROBLEM_JSON)
         return JSONResponse({"status": "ready"})
 
+    telemetry.instrument_app(app)
     return app

@@ -10,7 +10,9 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from carbon import cloudevents
+from opentelemetry.trace import SpanKind
+
+from carbon import cloudevents, telemetry
 
 TOPIC = "carbon.account.events.v1"
 log = logging.getLogger("carbon.kafka")
@@ -31,11 +33,18 @@ def ensure_topic(bootstrap: str, topic: str = TOPIC, partitions: int = 6) -> Non
 
 
 def record_headers(envelope: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """Content type, and the trace: the current (producer) span if any, else the event's own."""
     headers = [("content-type", cloudevents.CONTENT_TYPE.encode())]
-    traceparent = (envelope.get("metadata") or {}).get("traceparent")
+    traceparent = telemetry.current_traceparent() or (envelope.get("metadata") or {}).get("traceparent")
     if traceparent:
         headers.append(("traceparent", traceparent.encode()))
     return headers
+
+
+def _send(producer: KafkaProducer, topic: str, envelope: dict[str, Any]):
+    with telemetry.span_for_event(f"{topic} publish", envelope, SpanKind.PRODUCER):
+        return producer.send(topic, key=envelope["enterprise_id"].encode(), value=cloudevents.encode(envelope),
+                             headers=record_headers(envelope))
 
 
 class KafkaPublisher:
@@ -77,15 +86,7 @@ class KafkaPublisher:
     def publish(self, envelopes: Sequence[dict[str, Any]]) -> None:
         try:
             producer = self._connect()
-            futures = [
-                producer.send(
-                    self.topic,
-                    key=e["enterprise_id"].encode(),
-                    value=cloudevents.encode(e),
-                    headers=record_headers(e),
-                )
-                for e in envelopes
-            ]
+            futures = [_send(producer, self.topic, e) for e in envelopes]
             # The delivery timeout completes every record first; the margin covers the expiry sweep.
             producer.flush(timeout=self.ack_timeout_s + 5)
             for future in futures:

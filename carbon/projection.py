@@ -18,6 +18,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, MetaData, select
 
+from opentelemetry.trace import SpanKind
+
+from carbon import telemetry
 from carbon.db import UTCDateTime, read_transaction, upsert, write_transaction
 from carbon.subscriptions import EventSource
 
@@ -119,6 +122,7 @@ class Projector:
                 ).all()
             )
             changed: dict[str, dict[str, Any]] = {}
+            applied_now: list[dict[str, Any]] = []
             applied = skipped = 0
             for envelope in envelopes:
                 stream_id, version = envelope["enterprise_id"], envelope["stream_version"]
@@ -128,8 +132,11 @@ class Projector:
                     continue
                 if version != have + 1:
                     raise GapDetected(stream_id, have, version)
-                self.projection.apply(conn, envelope)
+                with telemetry.span_for_event(f"{self.name} apply {envelope.get('type', '')}", envelope, SpanKind.CONSUMER):
+                    self.projection.apply(conn, envelope)
                 versions[stream_id] = version
+                if "recorded_at" in envelope:
+                    applied_now.append(envelope)
                 changed[stream_id] = {"projection": self.name, "stream_id": stream_id, "version": version,
                                       "position": envelope["position"]}
                 applied += 1
@@ -142,6 +149,8 @@ class Projector:
             upsert(conn, projection_heads, [{"projection": self.name, "position": position,
                                              "applied": (head.applied if head else 0) + applied,
                                              "updated_at": datetime.now(UTC)}], ["projection"])
+        for envelope in applied_now:
+            telemetry.record_lag(envelope, self.name)
         return BatchResult(applied, skipped, position)
 
     def reset(self) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from carbon import telemetry
 from carbon.db import is_sqlite, read_transaction, write_transaction
 from carbon.eventstore import positions
 from carbon.eventstore.hashing import GENESIS_HASH, event_hash, format_time
@@ -143,6 +144,12 @@ class EventStore:
             raise ValueError("append_events needs at least one event")
         if len(new_events) > MAX_EVENTS_PER_APPEND:
             raise ValueError(f"at most {MAX_EVENTS_PER_APPEND} events per append")
+        result = self._append(stream_id, new_events, expected_version, idempotency_key, request_hash, check, now)
+        if not result.replayed:
+            telemetry.events_appended.add(len(result.positions))
+        return result
+
+    def _append(self, stream_id, new_events, expected_version, idempotency_key, request_hash, check, now) -> AppendResult:
         with write_transaction(self.engine) as conn:
             head = self._lock_stream(conn, stream_id)
             if idempotency_key is not None:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
+from carbon import telemetry
 from carbon.auth import CurrentPrincipal
 from carbon.db import make_engine
 from carbon.eventstore import MAX_EVENTS_PER_APPEND, EventStore, migrate
@@ -99,6 +100,8 @@ def request_context(
     x_correlation_id: Annotated[str | None, Header(max_length=128)] = None,
     x_causation_id: Annotated[str | None, Header(max_length=128)] = None,
 ) -> RequestContext:
+    # The request's own server span (a child of any incoming traceparent) is what the event continues.
+    traceparent = telemetry.current_traceparent() or traceparent
     return RequestContext(principal, idempotency_key, traceparent, x_causation_id, x_correlation_id)
 
 
@@ -216,6 +219,7 @@ def create_app(settings: AccountSettings | None = None) -> FastAPI:
 
     app = create_service_app(
         title="Carbon account",
+        service_name="account",
         description="Each enterprise's append-only, consented, hash-chained carbon event stream.",
         jwt_secret=settings.resolved_jwt_secret(),
         max_body_bytes=settings.max_body_bytes,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 
+from carbon import telemetry
 from carbon.db import make_engine
 from carbon.eventstore import migrate
 from carbon.eventstore.outbox import OutboxRelay
@@ -24,7 +25,9 @@ def build_relay(settings: AccountSettings, engine) -> OutboxRelay:
         publisher.ensure_topic()
     except Exception as exc:  # noqa: BLE001 - a broker away at start-up must not keep the relay from starting
         log.warning("outbox relay: cannot create topic %s yet (%s); the first publish retries", settings.kafka_topic, exc)
-    return OutboxRelay(engine, publisher)
+    relay = OutboxRelay(engine, publisher)
+    telemetry.observe_outbox_backlog(relay.pending)
+    return relay
 
 
 def main() -> None:

@@ -345,7 +345,9 @@ def test_oversized_bodies_get_413(api: Api) -> None:
     assert_problem(response, 413)
 
 
-def test_health_readiness_and_openapi(api: Api) -> None:
+def test_health_readiness_metrics_and_openapi(api: Api) -> None:
+    api.register()
+    assert "carbon_events_appended" in api.http.get("/metrics").text
     assert api.http.get("/healthz").json() == {"status": "ok"}
     assert api.http.get("/readyz").json() == {"status": "ready"}
     spec = api.http.get("/openapi.json").json()

@@ -1,0 +1,126 @@
+"""OpenTelemetry for every service: traces across HTTP, the event store, Kafka and projections; metrics.
+
+The exporters follow the standard ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT``,
+``OTEL_SERVICE_NAME``, ``OTEL_TRACES_EXPORTER`` …). Metrics are also served in Prometheus form at
+``/metrics``. One trace follows an append from the HTTP request into the event's ``traceparent``,
+through the outbox and the Kafka record headers, into each projection that applies it and out in
+the webhook that delivers it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import context, metrics, propagate, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace import SpanKind
+
+_lock = threading.Lock()
+_configured = False
+
+tracer = trace.get_tracer("carbon")
+meter = metrics.get_meter("carbon")
+
+
+def configure(service_name: str) -> None:
+    """Install the process's tracer and meter providers once (a process may host several services in tests)."""
+    global _configured
+    with _lock:
+        if _configured:
+            return
+        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"carbon-{service_name}")})
+        provider = TracerProvider(resource=resource)
+        exporter = os.environ.get("OTEL_TRACES_EXPORTER", "otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "none")
+        if exporter == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        elif exporter == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        trace.set_tracer_provider(provider)
+
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+        readers: list[Any] = [PrometheusMetricReader()]
+        if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") and os.environ.get("OTEL_METRICS_EXPORTER", "otlp") == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+        _configured = True
+
+
+def instrument_app(app: Any) -> None:
+    """Server spans for every request (continuing an incoming ``traceparent``) and ``/metrics``."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from prometheus_client import make_asgi_app
+
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    app.mount("/metrics", make_asgi_app())
+
+
+def instrument_http_clients() -> None:
+    """Outgoing httpx calls (service to service) carry the current trace."""
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    instrumentor = HTTPXClientInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
+
+
+def current_traceparent() -> str | None:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+@contextmanager
+def span_for_event(name: str, envelope: dict[str, Any], kind: SpanKind) -> Iterator[trace.Span]:
+    """A span continuing the trace the event was appended in (its metadata's ``traceparent``)."""
+    traceparent = (envelope.get("metadata") or {}).get("traceparent")
+    parent = propagate.extract({"traceparent": traceparent}) if traceparent else context.Context()
+    with tracer.start_as_current_span(name, context=parent, kind=kind, attributes={
+        "carbon.event_id": envelope.get("event_id", ""),
+        "carbon.event_type": envelope.get("type", ""),
+        "carbon.enterprise_id": envelope.get("enterprise_id", ""),
+        "carbon.position": envelope.get("position", 0),
+    }) as span:
+        yield span
+
+
+# ---- metrics ---------------------------------------------------------------------------------
+
+events_appended = meter.create_counter("carbon.events.appended", unit="{event}", description="events appended to the store")
+projection_lag = meter.create_histogram(
+    "carbon.projection.lag", unit="s", description="from an event's commit to its projection's commit")
+deliveries_failed = meter.create_counter(
+    "carbon.webhook.delivery_failures", unit="{attempt}", description="webhook delivery attempts that failed")
+deliveries_succeeded = meter.create_counter(
+    "carbon.webhook.deliveries", unit="{delivery}", description="webhook deliveries acknowledged by partners")
+
+
+def observe_outbox_backlog(read_backlog: Callable[[], int]) -> None:
+    """Report the relay's pending rows as a gauge (read when metrics are collected)."""
+
+    def callback(_options):
+        try:
+            yield metrics.Observation(read_backlog())
+        except Exception:  # noqa: BLE001 - a database hiccup must not break metric collection
+            return
+
+    meter.create_observable_gauge("carbon.outbox.backlog", [callback], unit="{event}",
+                                  description="events committed but not yet acknowledged by Kafka")
+
+
+def record_lag(envelope: dict[str, Any], projection: str) -> None:
+    recorded = datetime.fromisoformat(envelope["recorded_at"].replace("Z", "+00:00"))
+    projection_lag.record((datetime.now(UTC) - recorded).total_seconds(), {"projection": projection})
