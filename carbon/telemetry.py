@@ -61,11 +61,15 @@ def configure(service_name: str) -> None:
 
 def instrument_app(app: Any) -> None:
     """Server spans for every request (continuing an incoming ``traceparent``) and ``/metrics``."""
+    from fastapi import Response
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-    from prometheus_client import make_asgi_app
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
-    app.mount("/metrics", make_asgi_app())
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 def instrument_http_clients() -> None:
