@@ -13,11 +13,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	touch $(STAMP)
 
-install: $(STAMP)
+# Disclosure PDFs: WeasyPrint needs Pango (and HarfBuzz subsetting); the CJK font renders Chinese names.
+SYSTEM_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core fonts-wqy-microhei
 
-## Run the platform on the embedded default (SQLite under ./var, store transport).
+install: $(STAMP)
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q $$missing >&2 || { apt-get update -q >&2 && apt-get install -y -q $$missing >&2; }; \
+	  else echo "install: missing $$(echo $$missing); as root run: apt-get install -y $$(echo $$missing)" >&2; fi; \
+	fi
+
+## Run the platform on the embedded default (SQLite under ./var, store transport), then play the
+## end-to-end story; the story's partner receives webhooks on loopback, hence the private-address allowance.
 run: install
-	$(BIN)/carbon up
+	CARBON_WEBHOOK_ALLOW_PRIVATE=$${CARBON_WEBHOOK_ALLOW_PRIVATE:-true} $(BIN)/carbon up --demo
 
 ## The whole suite: unit, contract (SQLite + PostgreSQL), integration, e2e.
 ## Tests start the local PostgreSQL themselves unless CARBON_TEST_DATABASE_URL is set.
