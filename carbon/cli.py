@@ -61,15 +61,14 @@ def up(
     processes: list[tuple[ServiceSpec, subprocess.Popen]] = []
 
     def stop_all() -> None:
-        for _spec, process in processes:
+        # Dependents first, so none of them logs the account service going away.
+        for _spec, process in reversed(processes):
             if process.poll() is None:
                 process.terminate()
-        deadline = time.monotonic() + 15
-        for _spec, process in processes:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
 
     signal.signal(signal.SIGTERM, _interrupt)
     try:
