@@ -33,6 +33,7 @@ run: install
 ## The whole suite: unit, contract (SQLite + PostgreSQL), integration, e2e.
 ## Tests start the local PostgreSQL themselves unless CARBON_TEST_DATABASE_URL is set.
 test: install
+	deploy/local/tools.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install
