@@ -33,55 +33,62 @@ DOCKER_IMAGE = "postgres:16-alpine"
 # initdb on a cold machine plus a contended flock under pytest-xdist.
 SCRIPT_TIMEOUT_S = 300
 
-_lock = threading.Lock()
-_cached: str | Exception | None = None
 
 
-def postgres_server_url() -> str:
-    """SQLAlchemy URL (``postgresql+psycopg://``) of a database with admin rights.
+def discover(what: str, env_var: str, attempts: list, remedies: list[str]) -> str:
+    """The first address found: ``env_var``, else each attempt in order (each notes why it failed).
 
-    Resolved once per process; a failure is cached too, so a missing server costs
-    one attempt per worker instead of one per test.
+    Raises RuntimeError listing everything tried and how to fix it: tests never skip silently.
     """
-    global _cached
-    with _lock:
-        if _cached is None:
-            try:
-                _cached = find_server()
-            except RuntimeError as exc:
-                _cached = exc
-        if isinstance(_cached, Exception):
-            raise RuntimeError(str(_cached)) from _cached
-        return _cached
+    tried: list[str] = []
+    value = os.environ.get(env_var, "").strip()
+    if value:
+        return value
+    tried.append(f"{env_var} is not set")
+    for attempt in attempts:
+        found = attempt(tried)
+        if found:
+            return found
+    raise RuntimeError(
+        f"No {what} for the tests. Tried, in order:\n"
+        + "".join(f"  - {line}\n" for line in tried)
+        + "Fix one of:\n"
+        + "".join(f"  - {remedy}\n" for remedy in remedies)
+    )
+
+
+def cached_per_process(find):
+    """Resolve once per process; a failure is cached too, so a missing server costs one attempt
+    per worker instead of one per test."""
+    lock = threading.Lock()
+    cache: list = []
+
+    def resolved() -> str:
+        with lock:
+            if not cache:
+                try:
+                    cache.append(find())
+                except RuntimeError as exc:
+                    cache.append(exc)
+            if isinstance(cache[0], Exception):
+                raise RuntimeError(str(cache[0])) from cache[0]
+            return cache[0]
+
+    resolved.__doc__ = find.__doc__
+    return resolved
 
 
 def find_server() -> str:
-    """Uncached lookup behind :func:`postgres_server_url`."""
-    tried: list[str] = []
+    """SQLAlchemy URL (``postgresql+psycopg://``) of a database with admin rights."""
+    url = discover("PostgreSQL server", URL_ENV, [_from_docker, _from_local_script], [
+        f"export {URL_ENV}=postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB (a role allowed to CREATE DATABASE);",
+        "start a Docker engine (the tests then run postgres:16-alpine);",
+        "install PostgreSQL (Debian: apt-get install -y postgresql) and run deploy/local/postgres.sh start.",
+    ])
+    return to_sqlalchemy_url(url)
 
-    env_url = os.environ.get(URL_ENV, "").strip()
-    if env_url:
-        return to_sqlalchemy_url(env_url)
-    tried.append(f"{URL_ENV} is not set")
 
-    url = _from_docker(tried)
-    if url:
-        return url
-
-    url = _from_local_script(tried)
-    if url:
-        return url
-
-    raise RuntimeError(
-        "No PostgreSQL server for the tests. Tried, in order:\n"
-        + "".join(f"  - {line}\n" for line in tried)
-        + "Fix one of:\n"
-        f"  - export {URL_ENV}=postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB "
-        "(a role allowed to CREATE DATABASE);\n"
-        "  - start a Docker engine (the tests then run postgres:16-alpine);\n"
-        "  - install PostgreSQL (Debian: apt-get install -y postgresql) and run "
-        "deploy/local/postgres.sh start."
-    )
+postgres_server_url = cached_per_process(find_server)
 
 
 def docker_answers(tried: list[str]) -> bool:

@@ -11,11 +11,9 @@ than skip, so a green run always means they ran.
 from __future__ import annotations
 
 import atexit
-import os
-import threading
 from pathlib import Path
 
-from tests.infra import docker_answers, one_line, rel, run_start_script, stop_quietly
+from tests.infra import cached_per_process, discover, docker_answers, one_line, run_start_script, stop_quietly
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_SH = REPO_ROOT / "deploy" / "local" / "kafka.sh"
@@ -24,54 +22,16 @@ DOCKER_IMAGE = "confluentinc/cp-kafka:7.6.0"
 # The first start fetches the broker jars; under pytest-xdist the other workers wait on its lock.
 SCRIPT_TIMEOUT_S = 600
 
-_lock = threading.Lock()
-_cached: str | Exception | None = None
-
-
-def kafka_bootstrap() -> str:
-    """``host:port`` of a running Kafka broker that allows topic creation.
-
-    Resolved once per process; a failure is cached too, so a missing broker costs
-    one attempt per worker instead of one per test.
-    """
-    global _cached
-    with _lock:
-        if _cached is None:
-            try:
-                _cached = find_bootstrap()
-            except RuntimeError as exc:
-                _cached = exc
-        if isinstance(_cached, Exception):
-            raise RuntimeError(str(_cached)) from _cached
-        return _cached
 
 
 def find_bootstrap() -> str:
-    """Uncached lookup behind :func:`kafka_bootstrap`."""
-    tried: list[str] = []
-
-    env = os.environ.get(BOOTSTRAP_ENV, "").strip()
-    if env:
-        return env
-    tried.append(f"{BOOTSTRAP_ENV} is not set")
-
-    bootstrap = _from_docker(tried)
-    if bootstrap:
-        return bootstrap
-
-    bootstrap = _from_local_script(tried)
-    if bootstrap:
-        return bootstrap
-
-    raise RuntimeError(
-        "No Kafka broker for the tests. Tried, in order:\n"
-        + "".join(f"  - {line}\n" for line in tried)
-        + "Fix one of:\n"
-        f"  - export {BOOTSTRAP_ENV}=HOST:PORT of a broker that allows topic creation;\n"
-        f"  - start a Docker engine (the tests then run {DOCKER_IMAGE});\n"
-        "  - install Java 17+ and Maven (Debian: apt-get install -y openjdk-17-jdk-headless maven) "
-        "and run deploy/local/kafka.sh start (it fetches the broker from Maven Central once)."
-    )
+    """``host:port`` of a running Kafka broker that allows topic creation."""
+    return discover("Kafka broker", BOOTSTRAP_ENV, [_from_docker, _from_local_script], [
+        f"export {BOOTSTRAP_ENV}=HOST:PORT of a broker that allows topic creation;",
+        f"start a Docker engine (the tests then run {DOCKER_IMAGE});",
+        "install Java 17+ and Maven (Debian: apt-get install -y openjdk-17-jdk-headless maven) "
+        "and run deploy/local/kafka.sh start (it fetches the broker from Maven Central once).",
+    ])
 
 
 def _from_docker(tried: list[str]) -> str | None:
@@ -94,3 +54,6 @@ def _from_docker(tried: list[str]) -> str | None:
 
 def _from_local_script(tried: list[str]) -> str | None:
     return run_start_script(KAFKA_SH, tried, SCRIPT_TIMEOUT_S)
+
+
+kafka_bootstrap = cached_per_process(find_bootstrap)
