@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import httpx
 
-from carbon.auth import mint_token
+from carbon.auth import MintedServiceTokens, ServiceTokens, ServiceTokenUnavailable
 from carbon.errors import Conflict, Forbidden, Invalid, NotFound
-from contracts import Role
 
 
 class AccountUnavailable(Exception):
@@ -17,24 +15,43 @@ class AccountUnavailable(Exception):
 
 
 class AccountClient:
-    def __init__(self, base_url: str, *, jwt_secret: str, service_name: str, timeout: float = 10.0,
+    """``tokens`` is the calling service's identity (``PlatformSettings.service_tokens``); with only
+    ``jwt_secret`` it mints development tokens as ``service``/``service_name``."""
+
+    def __init__(self, base_url: str, *, jwt_secret: str | None = None, service_name: str = "service",
+                 tokens: ServiceTokens | None = None, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None) -> None:
-        self._secret, self.service_name = jwt_secret, service_name
+        if tokens is None:
+            if not jwt_secret:
+                raise ValueError("an account client needs service tokens or an HS256 secret")
+            tokens = MintedServiceTokens(jwt_secret, service_name)
+        self.service_name, self._tokens = service_name, tokens
         self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
 
     def close(self) -> None:
         self._http.close()
+        close_tokens = getattr(self._tokens, "close", None)
+        if close_tokens is not None:
+            close_tokens()
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        token = mint_token(self._secret, sub=self.service_name, role=Role.SERVICE, ttl=timedelta(minutes=5))
+        try:
+            token = self._tokens.token()
+        except ServiceTokenUnavailable as exc:
+            raise AccountUnavailable(f"no service token: {exc}") from None
         return {"Authorization": f"Bearer {token}", **(extra or {})}
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        headers = self._headers(kwargs.pop("headers", None))
-        try:
-            response = self._http.request(method, path, headers=headers, **kwargs)
-        except httpx.HTTPError as exc:
-            raise AccountUnavailable(f"account service unreachable: {exc}") from exc
+        extra = kwargs.pop("headers", None)
+        for attempt in (1, 2):
+            try:
+                response = self._http.request(method, path, headers=self._headers(extra), **kwargs)
+            except httpx.HTTPError as exc:
+                raise AccountUnavailable(f"account service unreachable: {exc}") from exc
+            # A refused token may have been revoked or signed with a retired key: get a fresh one once.
+            if response.status_code != 401 or attempt == 2:
+                break
+            self._tokens.invalidate()
         if response.status_code < 300:
             return response.json()
         problem = _problem(response)

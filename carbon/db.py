@@ -24,7 +24,7 @@ def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     """Create an engine for a service database URL (``sqlite:///…`` or ``postgresql+psycopg://…``)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carbon import telemetry
+from carbon.auth import SecretVerifier, TokenVerifier
 from carbon.problems import PROBLEM_JSON, Problem, install_problem_handlers
 
 
@@ -68,17 +69,27 @@ def create_service_app(
     *,
     title: str,
     description: str,
-    jwt_secret: str,
+    jwt_secret: str | None = None,
+    verifier: TokenVerifier | None = None,
     max_body_bytes: int,
     ready: Callable[[], None],
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None,
     service_name: str | None = None,
 ) -> FastAPI:
-    """A FastAPI app with the platform's conventions; ``ready`` raises when the service cannot serve."""
+    """A FastAPI app with the platform's conventions; ``ready`` raises when the service cannot serve.
+
+    Tokens are checked by ``verifier`` (``PlatformSettings.token_verifier()``), else with the HS256
+    ``jwt_secret``.
+    """
+    if verifier is None:
+        if not jwt_secret:
+            raise ValueError("a service needs a token verifier or an HS256 secret")
+        verifier = SecretVerifier(jwt_secret)
     telemetry.configure(service_name or title.split()[-1].lower())
     telemetry.instrument_http_clients()
     app = FastAPI(title=title, description=description, version="1", lifespan=lifespan)
     app.state.jwt_secret = jwt_secret
+    app.state.token_verifier = verifier
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
 

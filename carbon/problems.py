@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carbon.errors import AppError, Conflict, Forbidden, Invalid, NotFound
@@ -94,7 +96,86 @@ def from_app_error(exc: AppError) -> Problem:
     raise TypeError(f"unmapped application error {type(exc).__name__}")
 
 
+# ---- how problems are documented in each service's OpenAPI document ---------------------------
+
+class ProblemBody(BaseModel):
+    """An RFC 9457 problem; extension members (e.g. a conflict's current version) may follow."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+
+    type: str = Field(examples=["/problems/not-found"])
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    instance: str | None = None
+
+
+class ProblemFieldError(BaseModel):
+    field: str = Field(examples=["events[1].data.quantity_t"])
+    message: str
+
+
+class ForbiddenProblemBody(ProblemBody):
+    model_config = ConfigDict(title="ForbiddenProblem")
+
+    reason: Literal["no_consent", "consent_revoked", "consent_expired", "scope_missing", "wrong_role", "not_owner"]
+
+
+class ValidationProblemBody(ProblemBody):
+    model_config = ConfigDict(title="ValidationProblem")
+
+    errors: list[ProblemFieldError] = Field(min_length=1)
+
+
+_PROBLEM_MODELS = {"Problem": ProblemBody, "ForbiddenProblem": ForbiddenProblemBody, "ValidationProblem": ValidationProblemBody}
+_REF = "#/components/schemas/{model}"
+
+
+def _problem_schemas() -> dict[str, Any]:
+    _, top = models_json_schema([(m, "serialization") for m in _PROBLEM_MODELS.values()], ref_template=_REF)
+    defs = top["$defs"]
+    # Components are named after the documented titles, not the Python class names.
+    return {name: defs[model.__name__] for name, model in _PROBLEM_MODELS.items()} | {
+        "ProblemFieldError": defs["ProblemFieldError"]}
+
+
+_DESCRIPTIONS = {400: "The body is not valid JSON", 401: "Missing, invalid or expired token",
+                 403: "Not allowed; `reason` says why", 404: "Unknown resource", 409: "Conflict with the current state",
+                 413: "Request body over the limit", 422: "Invalid input; `errors` names each bad field",
+                 502: "A platform service refused the request", 503: "A service this one needs is unavailable"}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for routers and routes: each status documented as problem+json (SPEC §5)."""
+    def schema(status: int) -> str:
+        return {403: "ForbiddenProblem", 422: "ValidationProblem"}.get(status, "Problem")
+
+    return {status: {"description": _DESCRIPTIONS.get(status, _TITLES.get(status, "Error")),
+                     "content": {PROBLEM_JSON: {"schema": {"$ref": _REF.format(model=schema(status))}}}}
+            for status in statuses}
+
+
+# What every authenticated operation may answer; routes add the statuses particular to them.
+AUTHENTICATED = (401, 403, 422)
+WITH_BODY = (400, 413)
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Add the problem schemas that ``problem_responses`` refers to to the OpenAPI components."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            document.setdefault("components", {}).setdefault("schemas", {}).update(_problem_schemas())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_problem_handlers(app: FastAPI) -> None:
+    _document_problems(app)
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc, request)

@@ -12,7 +12,7 @@ from carbon.subscriptions import EventSource, KafkaSource, StoreCatchUpSource
 
 
 def account_client(settings: PlatformSettings, service_name: str) -> AccountClient:
-    return AccountClient(settings.account_url, jwt_secret=settings.resolved_jwt_secret(), service_name=service_name)
+    return AccountClient(settings.account_url, tokens=settings.service_tokens(service_name), service_name=service_name)
 
 
 def source_for(settings: PlatformSettings, projector: Projector, service_name: str) -> EventSource:

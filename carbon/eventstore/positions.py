@@ -24,13 +24,18 @@ MAX_EVENTS_PER_TRANSACTION = 999_999
 _SCALE = MAX_EVENTS_PER_TRANSACTION + 1
 
 
-def plan(conn: Connection, count: int) -> list[int]:
+# Read with the stream's row lock, so the writer learns its transaction id in the same round trip.
+TRANSACTION_ID = "pg_current_xact_id()::text::bigint"
+
+
+def plan(conn: Connection, count: int, transaction_id: int | None = None) -> list[int]:
     """Positions for ``count`` events about to be written in this transaction."""
     if is_sqlite(conn):
         last = conn.execute(text("SELECT coalesce(max(position), 0) FROM events")).scalar_one()
         return list(range(last + 1, last + count + 1))
-    xid = conn.execute(text("SELECT pg_current_xact_id()::text::bigint")).scalar_one()
-    return [xid * _SCALE + i for i in range(1, count + 1)]
+    if transaction_id is None:
+        transaction_id = conn.execute(text(f"SELECT {TRANSACTION_ID}")).scalar_one()
+    return [transaction_id * _SCALE + i for i in range(1, count + 1)]
 
 
 def visible_only(conn: Connection, query: Select, position: ColumnElement) -> Select:

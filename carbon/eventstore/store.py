@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from sqlalchemy import Connection, Engine, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -26,6 +28,27 @@ from carbon.eventstore.schema import events, idempotency_keys, outbox, streams
 MAX_EVENTS_PER_APPEND = positions.MAX_EVENTS_PER_TRANSACTION
 # Two-key advisory locks (class, hash of the stream id): apart from the single-key ones of migrations and the relay.
 STREAM_LOCK_KEY = 7203
+_STREAM_LOCK = text("SELECT pg_advisory_xact_lock(:k, hashtext(:s))")
+# SQLite already holds the database write lock (BEGIN IMMEDIATE); PostgreSQL locks the stream's row.
+_HEAD_SQLITE = text("SELECT version, head_hash FROM streams WHERE stream_id = :s")
+_HEAD_PG = text(
+    f"SELECT version, head_hash, {positions.TRANSACTION_ID} AS transaction_id FROM streams WHERE stream_id = :s FOR UPDATE"
+)
+_WRITE_PG = text("""
+WITH batch AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS b(
+        position bigint, event_id text, stream_version int, type text, schema_version int,
+        data jsonb, metadata jsonb, prev_hash text, hash text)
+), written AS (
+    INSERT INTO events (position, event_id, stream_id, stream_version, type, schema_version, recorded_at,
+                        data, metadata, prev_hash, hash)
+    SELECT position, event_id, :s, stream_version, type, schema_version, :at, data, metadata, prev_hash, hash
+    FROM batch
+), queued AS (
+    INSERT INTO outbox (position, stream_id) SELECT position, :s FROM batch
+)
+UPDATE streams SET version = :version, head_hash = :head WHERE stream_id = :s
+""")
 
 
 class EventStoreError(Exception):
@@ -102,6 +125,7 @@ class StreamHead:
     stream_id: str
     version: int  # 0 when the stream does not exist yet
     head_hash: str
+    transaction_id: int | None = None  # PostgreSQL: the writer's own transaction, read with the lock
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,26 +198,22 @@ class EventStore:
             return result
 
     def _lock_stream(self, conn: Connection, stream_id: str) -> StreamHead:
-        if not is_sqlite(conn):
-            # Wait for the stream's previous writer before this transaction gets an id: the insert
-            # below can assign one and then wait, and an id older than the previous writer's would
-            # put this append's positions before that writer's, out of stream order.
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k, hashtext(:s))"), {"k": STREAM_LOCK_KEY, "s": stream_id})
-        query = select(streams.c.version, streams.c.head_hash).where(streams.c.stream_id == stream_id)
-        if not is_sqlite(conn):  # SQLite already holds the database write lock (BEGIN IMMEDIATE)
-            query = query.with_for_update()
-        row = conn.execute(query).first()
+        sqlite = is_sqlite(conn)
+        if not sqlite:
+            # Wait for the stream's previous writer before this transaction gets an id: an id older
+            # than the previous writer's would put this append's positions before its, out of order.
+            conn.execute(_STREAM_LOCK, {"k": STREAM_LOCK_KEY, "s": stream_id})
+        row = conn.execute(_HEAD_SQLITE if sqlite else _HEAD_PG, {"s": stream_id}).first()
         if row is None:
             # A new stream: create its row (a no-op if a writer of a colliding lock key just did).
-            insert = sqlite_insert if is_sqlite(conn) else pg_insert
+            insert = sqlite_insert if sqlite else pg_insert
             conn.execute(
                 insert(streams)
                 .values(stream_id=stream_id, version=0, head_hash=GENESIS_HASH, created_at=datetime.now(UTC))
                 .on_conflict_do_nothing(index_elements=["stream_id"])
             )
-            row = conn.execute(query).one()
-        version, head_hash = row
-        return StreamHead(stream_id, version, head_hash)
+            row = conn.execute(_HEAD_SQLITE if sqlite else _HEAD_PG, {"s": stream_id}).one()
+        return StreamHead(stream_id, row.version, row.head_hash, None if sqlite else row.transaction_id)
 
     def _idempotent_result(self, conn: Connection, stream_id: str, key: str, request_hash: str) -> AppendResult | None:
         row = conn.execute(
@@ -208,7 +228,7 @@ class EventStore:
         return AppendResult(**row.result, replayed=True)
 
     def _write(self, conn: Connection, head: StreamHead, new_events: Sequence[NewEvent], at: datetime) -> AppendResult:
-        planned = positions.plan(conn, len(new_events))
+        planned = positions.plan(conn, len(new_events), head.transaction_id)
         prev_hash, version, rows = head.head_hash, head.version, []
         for index, new in enumerate(new_events):
             version += 1
@@ -223,8 +243,8 @@ class EventStore:
                 "metadata": new.metadata,
                 "prev_hash": prev_hash,
             }
-            prev_hash = event_hash(envelope)
-            row = {
+            event_hash_ = event_hash(envelope)
+            rows.append({
                 "position": planned[index],
                 "event_id": str(new.event_id),
                 "stream_id": head.stream_id,
@@ -234,18 +254,24 @@ class EventStore:
                 "recorded_at": at,
                 "data": new.data,
                 "metadata": new.metadata,
-                "prev_hash": envelope["prev_hash"],
-                "hash": prev_hash,
-            }
-            rows.append(row)
-        # Positions are known before the insert, so a plain executemany (no RETURNING) suffices.
-        conn.execute(events.insert(), rows)
-        written = planned
-        conn.execute(outbox.insert(), [{"position": p, "stream_id": head.stream_id} for p in written])
-        conn.execute(
-            update(streams).where(streams.c.stream_id == head.stream_id).values(version=version, head_hash=prev_hash)
-        )
-        return AppendResult(head.version + 1, version, written)
+                "prev_hash": prev_hash,
+                "hash": event_hash_,
+            })
+            prev_hash = event_hash_
+        if is_sqlite(conn):
+            conn.execute(events.insert(), rows)
+            conn.execute(outbox.insert(), [{"position": p, "stream_id": head.stream_id} for p in planned])
+            conn.execute(
+                update(streams).where(streams.c.stream_id == head.stream_id).values(version=version, head_hash=prev_hash)
+            )
+        else:
+            # One round trip for events, outbox rows and the stream head: the write is CPU-bound in
+            # Python, and each statement through the driver costs more than the database's work.
+            batch = [{k: r[k] for k in ("position", "event_id", "stream_version", "type", "schema_version", "data",
+                                        "metadata", "prev_hash", "hash")} for r in rows]
+            conn.execute(_WRITE_PG, {"rows": orjson.dumps(batch).decode(), "s": head.stream_id, "at": at,
+                                     "version": version, "head": prev_hash})
+        return AppendResult(head.version + 1, version, planned)
 
     # ---- reading -------------------------------------------------------------------------
 

@@ -1,0 +1,316 @@
+"""What every benchmark shares: the PostgreSQL server, a load driver, the machine, the results file."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from rich.console import Console
+
+from tests import infra  # the server is found as the tests find it: env, Docker, deploy/local/postgres.sh
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS = REPO_ROOT / "docs" / "benchmarks.md"
+URL_ENV = "CARBON_BENCH_DATABASE_URL"
+
+# Wide enough for the tables when output goes to a file or CI log rather than a terminal.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 160))
+
+
+# ---- PostgreSQL ------------------------------------------------------------------------------
+
+
+def server_url() -> str:
+    """SQLAlchemy URL of a server where the benchmarks may create and drop databases."""
+    explicit = os.environ.get(URL_ENV, "").strip()
+    return infra.to_sqlalchemy_url(explicit) if explicit else infra.postgres_server_url()
+
+
+@contextmanager
+def fresh_database(url: str, prefix: str = "carbon_bench") -> Iterator[str]:
+    """An empty database for one workload, so no run inherits another's tables, bloat or caches."""
+    with infra.fresh_database(url, prefix) as db_url:
+        yield db_url
+
+
+def libpq_url(url: str) -> str:
+    return infra.libpq_url(url)
+
+
+def checkpoint(url: str) -> None:
+    """Flush dirty pages now, so a checkpoint does not land in the middle of the next measurement."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        try:
+            conn.execute("CHECKPOINT")
+        except psycopg.errors.InsufficientPrivilege:  # a server we may not checkpoint: measure anyway
+            pass
+
+
+def server_facts(url: str) -> dict[str, str]:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+        settings = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN "
+                "('fsync', 'synchronous_commit', 'shared_buffers', 'max_connections')"
+            ).fetchall()
+        )
+    return {"version": version.split(" ")[0], **settings}
+
+
+# ---- driving load ----------------------------------------------------------------------------
+
+
+class CpuProbe:
+    """CPU seconds used so far by this process, by PostgreSQL's processes, by given others, and by the machine.
+
+    Sampled at both ends of a measurement, it shows which side was busy: a load generator pinned
+    near one core is the GIL's ceiling, not the database's. PostgreSQL in a container or on
+    another host is invisible here (its share reads as 0).
+    """
+
+    _tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self, others: dict[str, int] | None = None) -> None:
+        self.others = others or {}
+
+    def sample(self) -> dict[str, float]:
+        own = os.times()
+        out = {"bench": own.user + own.system, "postgres": 0.0, "machine": self._machine_busy()}
+        for name, pid in self.others.items():
+            out[name] = self._process(pid)
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                raw = stat.read_text()
+            except OSError:  # the process ended between listing and reading
+                continue
+            if raw[raw.index("(") + 1 : raw.rindex(")")].startswith("postgres"):
+                # With its reaped children's time: short-lived backends (a pool's overflow) count too.
+                out["postgres"] += self._cpu(raw, children=True)
+        return out
+
+    def _process(self, pid: int) -> float:
+        try:
+            return self._cpu(Path(f"/proc/{pid}/stat").read_text())
+        except OSError:
+            return 0.0
+
+    def _cpu(self, raw: str, children: bool = False) -> float:
+        fields = raw[raw.rindex(")") + 2 :].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime + stime
+        if children:
+            ticks += int(fields[13]) + int(fields[14])  # cutime + cstime
+        return ticks / self._tick
+
+    def _machine_busy(self) -> float:
+        try:
+            values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except OSError:
+            return 0.0
+        # user + nice + system: what processes can be charged with (interrupt time is nobody's).
+        return sum(values[:3]) / self._tick
+
+    @staticmethod
+    def cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+        used = {k: (after[k] - before[k]) / seconds for k in after}
+        used["other"] = max(0.0, used["machine"] - sum(v for k, v in used.items() if k != "machine"))
+        return used
+
+
+BUSY_CORES = 0.3  # more than this used by anyone else and the figures are suspect
+
+
+def wait_until_quiet(patience: float = 10.0, sample: float = 0.5) -> float:
+    """Wait (up to ``patience`` s) for the machine to go quiet; return the cores last seen busy."""
+    probe = CpuProbe()
+    deadline = time.monotonic() + patience
+    while True:
+        before = probe.sample()["machine"]
+        time.sleep(sample)
+        busy = (probe.sample()["machine"] - before) / sample
+        if busy < BUSY_CORES or time.monotonic() >= deadline:
+            return busy
+
+
+@dataclass
+class Measurement:
+    """Events committed by all workers within the measured window, and each call's latency."""
+
+    workers: int
+    seconds: float
+    events: int
+    calls: int
+    latencies: list[float] = field(default_factory=list, repr=False)
+    cpu: dict[str, float] = field(default_factory=dict)  # cores used during the window, by whom
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: float) -> float:
+        if len(self.latencies) < 2:
+            return self.latencies[0] if self.latencies else float("nan")
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[int(p) - 1]
+
+
+def drive(
+    workers: int,
+    make_step: Callable[[int], Callable[[], int]],
+    *,
+    warmup: float,
+    duration: float,
+    probe: CpuProbe | None = None,
+) -> Measurement:
+    """Run ``workers`` threads, each calling its step (which returns events written) in a loop.
+
+    Only calls that finish inside the window after the warm-up count. The first worker error
+    stops every worker and is raised here.
+    """
+    steps = [make_step(i) for i in range(workers)]  # built up front: setup is not measured
+    measuring = threading.Event()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    counts = [[0, 0] for _ in range(workers)]  # per worker: events, calls
+    latencies: list[list[float]] = [[] for _ in range(workers)]
+    start = threading.Barrier(workers + 1)
+
+    def loop(index: int) -> None:
+        step, count, lat = steps[index], counts[index], latencies[index]
+        try:
+            start.wait()
+            while not stop.is_set():
+                began = time.perf_counter()
+                written = step()
+                ended = time.perf_counter()
+                if measuring.is_set() and not stop.is_set():
+                    count[0] += written
+                    count[1] += 1
+                    lat.append(ended - began)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            errors.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=loop, args=(i,), name=f"bench-worker-{i}", daemon=True) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    stop.wait(warmup)
+    probe = probe or CpuProbe()
+    cpu_before = probe.sample()
+    measuring.set()
+    began = time.perf_counter()
+    stop.wait(duration)
+    stop.set()
+    seconds = time.perf_counter() - began
+    cpu = CpuProbe.cores(cpu_before, probe.sample(), seconds)
+    for thread in threads:
+        thread.join(timeout=60)
+    if errors:
+        raise errors[0]
+    if any(t.is_alive() for t in threads):
+        raise RuntimeError("a worker did not stop within 60 s")
+    return Measurement(
+        workers=workers,
+        seconds=seconds,
+        events=sum(c[0] for c in counts),
+        calls=sum(c[1] for c in counts),
+        latencies=[x for per in latencies for x in per],
+        cpu=cpu,
+    )
+
+
+# ---- the machine -----------------------------------------------------------------------------
+
+
+def machine(pg: dict[str, str] | None = None) -> str:
+    """One line naming what the figures were measured on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    parts = [f"{cores} cores ({_cpu_model()})", f"{_memory_gib():.0f} GiB RAM", f"Python {platform.python_version()}"]
+    if pg:
+        parts.append(
+            f"PostgreSQL {pg['version']} (fsync={pg.get('fsync', '?')}, "
+            f"synchronous_commit={pg.get('synchronous_commit', '?')})"
+        )
+    return ", ".join(parts)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float:
+    try:
+        match = re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+        if match:
+            return int(match.group(1)) / 1024**2
+    except OSError:
+        pass
+    return float("nan")
+
+
+def source_revision() -> str:
+    """The commit measured, flagged when tracked files differ from it (figures then belong to no commit)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "an unknown revision"
+    return f"commit {head}" + (" with uncommitted changes" if dirty else "")
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# ---- the results file ------------------------------------------------------------------------
+
+_HEADER = """# Benchmarks
+
+Produced by `make bench` (`python -m bench`; `python -m bench NAME` runs one). Each benchmark
+rewrites only its own section, between its `<!-- bench:NAME -->` markers; text outside the markers
+is kept.
+"""
+
+
+def write_section(name: str, body: str, path: Path = RESULTS) -> None:
+    """Replace the section between ``<!-- bench:name -->`` and ``<!-- /bench:name -->`` (appended if absent)."""
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{begin}\n{body.strip()}\n{end}"
+    text = path.read_text() if path.exists() else _HEADER
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text, count=1)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    """A GitHub table; ``align`` has one of l/r per column (default: first left, rest right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = [header, rule, *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
