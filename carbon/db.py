@@ -16,6 +16,11 @@ from sqlalchemy import Connection, DateTime, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
 
+# The largest values the integer columns hold on both backends: stream versions are INTEGER, positions
+# and cursors BIGINT. Inputs are bounded by them so that a larger number is refused, not a driver error.
+MAX_VERSION = 2**31 - 1
+MAX_POSITION = 2**63 - 1
+
 # Execution option that asks SQLite for BEGIN IMMEDIATE on the next transaction.
 _SQLITE_WRITE = "carbon_sqlite_write"
 

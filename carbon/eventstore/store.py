@@ -137,8 +137,8 @@ class ChainReport:
 
 
 # Called under the stream's lock before anything is written: raise to refuse the append.
-# It receives the stream's head and a loader for the stream's history (loaded only if asked).
-AppendCheck = Callable[[StreamHead, Callable[[], list[RecordedEvent]]], None]
+# It receives the stream's head and a loader for the stream's history from a version (read only if asked).
+AppendCheck = Callable[[StreamHead, Callable[..., list[RecordedEvent]]], None]
 
 
 class EventStore:
@@ -183,7 +183,7 @@ class EventStore:
             if expected_version is not None and expected_version != head.version:
                 raise WrongExpectedVersion(stream_id, expected_version, head.version)
             if check is not None:
-                check(head, lambda: self._read_stream(conn, stream_id, 1, None))
+                check(head, lambda from_version=1: self._read_stream(conn, stream_id, from_version, None))
             result = self._write(conn, head, new_events, now())
             if idempotency_key is not None:
                 conn.execute(

@@ -13,9 +13,10 @@ from sqlalchemy import text
 
 from carbon import telemetry
 from carbon.auth import CurrentPrincipal
-from carbon.db import make_engine
+from carbon.db import MAX_POSITION, MAX_VERSION, make_engine
 from carbon.eventstore import MAX_EVENTS_PER_APPEND, EventStore, migrate
 from carbon.http import create_service_app
+from carbon.problems import AUTHENTICATED, WITH_BODY, problem_responses
 from contracts import Scope
 from services.account.service import AccountService, RequestContext
 from services.account.settings import AccountSettings
@@ -36,7 +37,7 @@ class EventIn(Strict):
 
 class AppendRequest(Strict):
     expected_version: int | None = Field(
-        ge=0, description="The stream's current version; null appends at the end without a check"
+        ge=0, le=MAX_VERSION, description="The stream's current version; null appends at the end without a check"
     )
     events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS_PER_APPEND)
 
@@ -115,10 +116,11 @@ def _service(request: Request) -> AccountService:
 Accounts = Annotated[AccountService, Depends(_service)]
 
 
-router = APIRouter(prefix="/v1", tags=["account"])
+router = APIRouter(prefix="/v1", tags=["account"], responses=problem_responses(*AUTHENTICATED))
 
 
-@router.post("/enterprises", status_code=201, summary="Register an enterprise (starts its stream)")
+@router.post("/enterprises", status_code=201, summary="Register an enterprise (starts its stream)",
+             responses=problem_responses(*WITH_BODY, 409))
 def register_enterprise(body: RegisterRequest, ctx: Context, accounts: Accounts) -> dict[str, str]:
     return {"enterprise_id": accounts.register_enterprise(ctx, body.model_dump())}
 
@@ -128,18 +130,20 @@ def register_enterprise(body: RegisterRequest, ctx: Context, accounts: Accounts)
     status_code=201,
     response_model=AppendResponse,
     summary="Append events to an enterprise's stream",
+    responses=problem_responses(*WITH_BODY, 404, 409),
 )
 def append_events(enterprise_id: EnterpriseId, body: AppendRequest, ctx: Context, accounts: Accounts) -> Any:
     result = accounts.append(ctx, enterprise_id, body.expected_version, [e.model_dump() for e in body.events])
     return result.as_dict()
 
 
-@router.get("/enterprises/{enterprise_id}/events", response_model=EventList, summary="Read an enterprise's stream")
+@router.get("/enterprises/{enterprise_id}/events", response_model=EventList, summary="Read an enterprise's stream",
+            responses=problem_responses(404))
 def read_events(
     enterprise_id: EnterpriseId,
     principal: CurrentPrincipal,
     accounts: Accounts,
-    from_version: Annotated[int, Query(ge=1)] = 1,
+    from_version: Annotated[int, Query(ge=1, le=MAX_VERSION)] = 1,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> Any:
     page = accounts.read_events(principal, enterprise_id, from_version, limit + 1)
@@ -148,13 +152,15 @@ def read_events(
     return {"events": [e.envelope() for e in page], "next": page[-1].stream_version + 1 if more else None}
 
 
-@router.post("/enterprises/{enterprise_id}/consents", status_code=201, summary="Grant a party consent")
+@router.post("/enterprises/{enterprise_id}/consents", status_code=201, summary="Grant a party consent",
+             responses=problem_responses(*WITH_BODY, 404))
 def grant_consent(enterprise_id: EnterpriseId, body: ConsentRequest, ctx: Context, accounts: Accounts) -> dict[str, str]:
     payload = body.model_dump(mode="json")
     return {"consent_id": accounts.grant_consent(ctx, enterprise_id, payload)}
 
 
-@router.delete("/enterprises/{enterprise_id}/consents/{consent_id}", summary="Revoke a consent")
+@router.delete("/enterprises/{enterprise_id}/consents/{consent_id}", summary="Revoke a consent",
+               responses=problem_responses(*WITH_BODY, 404, 409))
 def revoke_consent(
     enterprise_id: EnterpriseId,
     consent_id: Annotated[str, Path(max_length=64)],
@@ -166,12 +172,14 @@ def revoke_consent(
     return {"consent_id": consent_id, "status": "revoked"}
 
 
-@router.get("/enterprises/{enterprise_id}/consents", response_model=ConsentList, summary="List consents")
+@router.get("/enterprises/{enterprise_id}/consents", response_model=ConsentList, summary="List consents",
+            responses=problem_responses(404))
 def list_consents(enterprise_id: EnterpriseId, principal: CurrentPrincipal, accounts: Accounts) -> Any:
     return {"consents": accounts.list_consents(principal, enterprise_id), "next": None}
 
 
-@router.get("/enterprises/{enterprise_id}/verify-chain", response_model=ChainOut, summary="Check the hash chain")
+@router.get("/enterprises/{enterprise_id}/verify-chain", response_model=ChainOut, summary="Check the hash chain",
+            responses=problem_responses(404))
 def verify_chain(enterprise_id: EnterpriseId, principal: CurrentPrincipal, accounts: Accounts) -> Any:
     report = accounts.verify_chain(principal, enterprise_id)
     return {
@@ -186,7 +194,7 @@ def verify_chain(enterprise_id: EnterpriseId, principal: CurrentPrincipal, accou
 def read_log(
     principal: CurrentPrincipal,
     accounts: Accounts,
-    after: Annotated[int | None, Query(ge=0, description="Position to read after; omit to start at the beginning")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_POSITION, description="Position to read after; omit to start at the beginning")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> Any:
     page = accounts.read_log(principal, after, limit)
@@ -221,7 +229,7 @@ def create_app(settings: AccountSettings | None = None) -> FastAPI:
         title="Carbon account",
         service_name="account",
         description="Each enterprise's append-only, consented, hash-chained carbon event stream.",
-        jwt_secret=settings.resolved_jwt_secret(),
+        verifier=settings.token_verifier(),
         max_body_bytes=settings.max_body_bytes,
         ready=ready,
         lifespan=lifespan,

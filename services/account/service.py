@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,8 +52,30 @@ def parsed_history(events: Sequence[RecordedEvent]) -> list[tuple[str, Any, date
 
 
 class AccountService:
-    def __init__(self, store: EventStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, store: EventStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 cached_streams: int = 10_000) -> None:
         self.store, self.clock = store, clock
+        # Folded states of recently written streams, so an append reads only the events since.
+        self._states: OrderedDict[str, domain.AccountState] = OrderedDict()
+        self._states_lock = threading.Lock()
+        self._cached_streams = cached_streams
+
+    def _current_state(self, enterprise_id: str, history: Callable[..., list[RecordedEvent]]) -> domain.AccountState:
+        """The stream's state from the cache plus the committed events after it (called under the stream lock).
+
+        Only committed events are ever folded in, so the cache never holds what a rolled-back append
+        tried; another process's appends are simply read as "events since".
+        """
+        with self._states_lock:
+            cached = self._states.pop(enterprise_id, None)
+        state = cached if cached is not None else domain.AccountState(enterprise_id)
+        for event_type, data, recorded_at, event_id in parsed_history(history(state.version + 1)):
+            domain.apply(state, event_type, data, recorded_at, event_id)
+        with self._states_lock:
+            self._states[enterprise_id] = state
+            while len(self._states) > self._cached_streams:
+                self._states.popitem(last=False)
+        return state
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -80,10 +104,10 @@ class AccountService:
         new_events = [NewEvent(t, d.model_dump(mode="json"), metadata) for t, d in parsed]
         request_hash = request_fingerprint({"expected_version": expected_version, "events": raw_events})
 
-        def check(head: StreamHead, history: Callable[[], list[RecordedEvent]]) -> None:
+        def check(head: StreamHead, history: Callable[..., list[RecordedEvent]]) -> None:
             if head.version == 0:
                 raise NotFound(f"enterprise {enterprise_id!r} is not registered")
-            state = domain.fold(enterprise_id, parsed_history(history()))
+            state = self._current_state(enterprise_id, history)
             domain.check_append(state, ctx.actor, parsed, self.clock())
 
         return self._append(enterprise_id, new_events, expected_version, ctx.idempotency_key, request_hash, check)
@@ -107,8 +131,8 @@ class AccountService:
         self._append_checked(ctx, enterprise_id, event_type, data)
 
     def _append_checked(self, ctx: RequestContext, enterprise_id: str, event_type: str, data: Any) -> AppendResult:
-        def check(head: StreamHead, history: Callable[[], list[RecordedEvent]]) -> None:
-            state = domain.fold(enterprise_id, parsed_history(history()))
+        def check(head: StreamHead, history: Callable[..., list[RecordedEvent]]) -> None:
+            state = self._current_state(enterprise_id, history)
             try:
                 domain.check_append(state, ctx.actor, [(event_type, data)], self.clock())
             except Invalid as exc:  # endpoint bodies have no events[] wrapper: name the body field
