@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-unit bench schemas postgres kafka clean
+.PHONY: install run test test-unit fuzz bench schemas postgres kafka clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: install
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+## Fuzz every HTTP API against its own OpenAPI document, deeper than `make test` does: more examples,
+## boundary values, stateful sequences, on SQLite and PostgreSQL (tests/contract/test_fuzz_api.py).
+fuzz: install
+	CARBON_FUZZ_DEEP=1 $(BIN)/python -m pytest tests/contract/test_fuzz_api.py $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m bench

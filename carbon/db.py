@@ -32,16 +32,19 @@ def is_sqlite(engine: Engine | Connection) -> bool:
 def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     """Create an engine for a service database URL (``sqlite:///…`` or ``postgresql+psycopg://…``)."""
     parsed = make_url(url)
+    # hide_parameters: SQL logging (any root logger at INFO) and error messages must not carry the
+    # values bound into statements — webhook secrets, enterprises' data.
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, hide_parameters=True)
         _configure_sqlite(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                             hide_parameters=True)
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:/// or postgresql+psycopg://")
 
 

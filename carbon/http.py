@@ -9,11 +9,12 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carbon import telemetry
 from carbon.auth import SecretVerifier, TokenVerifier
-from carbon.problems import PROBLEM_JSON, Problem, install_problem_handlers
+from carbon.problems import PROBLEM_JSON, Problem, install_problem_handlers, problem_responses
 
 
 class BodyLimitMiddleware:
@@ -39,7 +40,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -54,15 +55,23 @@ class BodyLimitMiddleware:
                 await self._reject(scope, send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
-        problem = Problem(413, "Content Too Large", f"request bodies are limited to {self.max_bytes} bytes", slug="too-large")
+        # The slug the problem handler gives the streamed case too, so both answers have one type.
+        problem = Problem(413, "Content Too Large", _too_large_detail(self.max_bytes), slug="content-too-large")
         body = orjson.dumps(problem.body(scope.get("path")))
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+def _too_large_detail(max_bytes: int) -> str:
+    return f"request bodies are limited to {max_bytes} bytes"
+
+
+class _TooLarge(StarletteHTTPException):
+    """An HTTP error, so FastAPI's body parsing passes it on as a 413 instead of a 400 parse error."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, _too_large_detail(max_bytes))
 
 
 def create_service_app(
@@ -97,7 +106,8 @@ def create_service_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness: the service's database answers")
+    @app.get("/readyz", tags=["operations"], summary="Readiness: the service's database answers",
+             responses=problem_responses(503))
     def readyz() -> JSONResponse:
         try:
             ready()

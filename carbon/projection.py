@@ -175,8 +175,14 @@ class Projector:
     def run(self, source: EventSource, *, batch_size: int = 500, idle_wait_s: float = 0.05) -> None:
         """Follow the source until ``stop()``; a failing batch is retried (never skipped)."""
         failures = 0
+        rewind = False
         while not self._stop.is_set():
             try:
+                if rewind:
+                    # Fetch nothing more until the source is back at what is durably applied: the
+                    # failed batch is behind it, and no later event need come along to reveal the gap.
+                    source.redeliver(self.position())
+                    rewind = False
                 batch = source.fetch(batch_size, timeout_s=0.2)
                 if batch:
                     self.handle(batch)
@@ -188,12 +194,9 @@ class Projector:
             except Exception as exc:  # noqa: BLE001 - keep following once the cause goes away
                 failures += 1
                 self.last_error = exc
+                rewind = True
                 log.warning("projection %s: %s", self.name, exc)
                 self._stop.wait(min(5.0, 0.1 * 2 ** min(failures, 6)))
-                try:
-                    source.redeliver(self.position())
-                except Exception:  # noqa: BLE001 - the next round tries again
-                    log.warning("projection %s: cannot rewind its source yet", self.name, exc_info=True)
 
     def start(self, source: EventSource, **kwargs: Any) -> threading.Thread:
         thread = threading.Thread(target=self.run, args=(source,), kwargs=kwargs, name=f"projection-{self.name}",

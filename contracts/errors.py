@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from contracts.types import SINGLE_LINE_PATTERN
+
 __all__ = ["EventValidationError", "error_message", "field_errors", "field_path"]
 
 
@@ -66,6 +68,8 @@ def error_message(err: Any) -> str:
         return f"must be at least {ctx.get('ge')}"
     if kind == "less_than_equal":
         return f"must be at most {ctx.get('le')}"
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == SINGLE_LINE_PATTERN:
+        return "must be a single line without control characters"
     msg: str = err["msg"]
     for old, new in (("Input should be", "must be"), ("String should", "must"), ("Value error, ", "")):
         msg = msg.replace(old, new)

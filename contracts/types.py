@@ -28,6 +28,7 @@ from pydantic_core import PydanticCustomError
 __all__ = [
     "USCC",
     "USCC_CHARSET",
+    "SINGLE_LINE_PATTERN",
     "IndustryCode",
     "RegionCode",
     "Period",
@@ -399,7 +400,10 @@ def _datetime_input(value: Any) -> Any:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-14:00 lies after the last representable UTC time
+        raise _fail("datetime_range", "the time is out of range once converted to UTC") from None
 
 
 UtcDatetime = Annotated[
@@ -447,6 +451,8 @@ SnakeCase = Annotated[
 ]
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# The same rule as a JSON Schema pattern, for identifiers in paths and queries (PostgreSQL text refuses NUL).
+SINGLE_LINE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 _CONTROL_EXCEPT_NEWLINE_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 

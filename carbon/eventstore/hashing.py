@@ -15,7 +15,7 @@ import rfc8785
 
 from contracts.envelope import GENESIS_HASH, format_time
 
-__all__ = ["GENESIS_HASH", "canonical_json", "event_hash", "format_time", "request_fingerprint"]
+__all__ = ["GENESIS_HASH", "canonical_json", "event_hash", "format_time", "request_fingerprint", "unhashable"]
 
 
 _SAFE_INT = 2**53
@@ -46,6 +46,26 @@ def _orjson_is_canonical(value: Any) -> bool:
         else:
             return False
     return True
+
+
+MAX_DEPTH = 32
+
+
+def unhashable(value: Any) -> str | None:
+    """Why ``value`` (parsed JSON) cannot be fingerprinted, or None: RFC 8785 writes integers only within
+    I-JSON's ±(2**53 - 1), and nesting is bounded well below the serialisers' recursion limits."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        if isinstance(item, dict):
+            stack.extend((inner, f"{where}.{key}" if where else str(key), depth + 1) for key, inner in item.items())
+        elif isinstance(item, list):
+            stack.extend((inner, f"{where}[{i}]", depth + 1) for i, inner in enumerate(item))
+        elif isinstance(item, int) and not isinstance(item, bool) and not -_SAFE_INT < item < _SAFE_INT:
+            return f"{where + ': ' if where else ''}integers must lie within ±{_SAFE_INT - 1}"
+    return None
 
 
 def canonical_json(value: Any) -> bytes:

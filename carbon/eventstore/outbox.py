@@ -86,11 +86,18 @@ class OutboxRelay:
 
     def run(self) -> None:
         """Relay until ``stop()``; retries with exponential backoff and jitter while the broker is away."""
-        leader = None if is_sqlite(self.engine) else self._become_leader()
+        leader = None
         try:
             failures, last_purge = 0, datetime.now(UTC)
             while not self._stop.is_set():
                 try:
+                    if not is_sqlite(self.engine) and not self._leads(leader):
+                        # The lock lives in one session: a database restart ends it, and another relay
+                        # may take it. Send nothing until this relay holds it again.
+                        if leader is not None:
+                            self._release(leader)
+                        leader = self._become_leader()
+                        continue
                     sent = self.relay_once()
                     failures = 0
                 except Exception as exc:  # noqa: BLE001 - the relay must outlive broker and database outages
@@ -106,22 +113,47 @@ class OutboxRelay:
                     self._stop.wait(self.idle_wait_s)
         finally:
             if leader is not None:
-                leader.close()
+                self._release(leader)
             self.publisher.close()
 
     def _become_leader(self):
         """Wait for the advisory lock that makes this the only relay of the database."""
         while not self._stop.is_set():
-            conn = self.engine.connect()
+            conn = None
             try:
+                conn = self.engine.connect()  # inside the try: a database away must not end the relay
                 if conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": RELAY_LOCK_KEY}).scalar_one():
                     conn.commit()
                     return conn
             except Exception:  # noqa: BLE001 - database away: try again
                 log.warning("outbox relay: cannot reach the database to take the relay lock", exc_info=True)
-            conn.close()
+            if conn is not None:
+                self._release(conn)
             self._stop.wait(1.0)
         return None
+
+    @staticmethod
+    def _leads(conn) -> bool:
+        """Whether this session still holds the relay lock (False once its connection is gone)."""
+        if conn is None:
+            return False
+        try:
+            held = conn.execute(text(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                " AND classid = 0 AND objid = :k AND objsubid = 1 AND granted)"), {"k": RELAY_LOCK_KEY}).scalar_one()
+            conn.commit()
+            return bool(held)
+        except Exception:  # noqa: BLE001 - a broken session holds nothing
+            return False
+
+    @staticmethod
+    def _release(conn) -> None:
+        """End the session (back in the pool it would keep holding the lock)."""
+        try:
+            conn.invalidate()
+            conn.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection must not end the relay
+            log.debug("closing the relay lock's connection failed", exc_info=True)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="outbox-relay", daemon=True)

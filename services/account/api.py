@@ -18,12 +18,15 @@ from carbon.eventstore import MAX_EVENTS_PER_APPEND, EventStore, migrate
 from carbon.http import create_service_app
 from carbon.problems import AUTHENTICATED, WITH_BODY, problem_responses
 from contracts import Scope
+from contracts.examples import CEMENT_MAKER_USCC, EXAMPLE_EVENT_DATA
+from contracts.types import SINGLE_LINE_PATTERN
 from services.account.service import AccountService, RequestContext
 from services.account.settings import AccountSettings
 
 MAX_PAGE = 1000
 
-EnterpriseId = Annotated[str, Path(min_length=1, max_length=64, description="The enterprise's USCC")]
+EnterpriseId = Annotated[str, Path(min_length=1, max_length=64, pattern=SINGLE_LINE_PATTERN,
+                                   description="The enterprise's USCC", examples=[CEMENT_MAKER_USCC])]
 
 
 class Strict(BaseModel):
@@ -36,6 +39,9 @@ class EventIn(Strict):
 
 
 class AppendRequest(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"expected_version": None, "events": [
+        {"type": "ActivityReported", "data": EXAMPLE_EVENT_DATA["ActivityReported"]}]}]})
+
     expected_version: int | None = Field(
         ge=0, le=MAX_VERSION, description="The stream's current version; null appends at the end without a check"
     )
@@ -49,6 +55,8 @@ class AppendResponse(BaseModel):
 
 
 class RegisterRequest(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_EVENT_DATA["EnterpriseRegistered"]]})
+
     uscc: str
     name: str
     industry: str
@@ -56,6 +64,9 @@ class RegisterRequest(Strict):
 
 
 class ConsentRequest(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {k: v for k, v in EXAMPLE_EVENT_DATA["ConsentGranted"].items() if k != "consent_id"}]})
+
     grantee: str
     scopes: list[Scope]
     purpose: str
@@ -163,7 +174,7 @@ def grant_consent(enterprise_id: EnterpriseId, body: ConsentRequest, ctx: Contex
                responses=problem_responses(*WITH_BODY, 404, 409))
 def revoke_consent(
     enterprise_id: EnterpriseId,
-    consent_id: Annotated[str, Path(max_length=64)],
+    consent_id: Annotated[str, Path(max_length=64, pattern=SINGLE_LINE_PATTERN)],
     ctx: Context,
     accounts: Accounts,
     body: RevokeRequest | None = None,

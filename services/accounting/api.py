@@ -8,17 +8,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic_core import PydanticCustomError
 from sqlalchemy import text
 
 from carbon.account_client import AccountClient
 from carbon.auth import CurrentPrincipal
 from carbon.db import make_engine
+from carbon.eventstore.hashing import unhashable
 from carbon.http import create_service_app
 from carbon.migrate import upgrade
-from carbon.problems import Problem
+from carbon.problems import AUTHENTICATED, WITH_BODY, Problem, problem_responses
 from contracts import USCC, Output, Period
-from contracts.types import Identifier, IndustryCode, LongIdentifier, Money
+from contracts.types import SINGLE_LINE_PATTERN, Identifier, IndustryCode, LongIdentifier, Money
 from services.accounting.catalogue import Catalogue, default_catalogue
 from services.accounting.domain import Organisation, ProjectType
 from services.accounting.service import AccountingService, RecordingFailed
@@ -32,10 +34,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _fingerprintable(value: Any) -> Any:
+    # The request is fingerprinted (RFC 8785) before the domain reads it, so refuse what cannot be.
+    if (why := unhashable(value)) is not None:
+        raise PydanticCustomError("json_value", why)
+    return value
+
+
+FreeJson = Annotated[Any, AfterValidator(_fingerprintable)]
+
+
 class CalculationRequest(Strict):
     enterprise_id: USCC
     period: Period
-    activities: list[Any] = Field(
+    activities: list[FreeJson] = Field(
         min_length=1, max_length=MAX_ACTIVITIES,
         description="each an object with a `category` (fuel_combustion, process, purchased_electricity, "
                     "purchased_heat, fugitive, exported_electricity, exported_heat, co2_recovery; for "
@@ -58,7 +70,7 @@ class BenefitRequest(Strict):
     project_id: Identifier
     project_type: ProjectType
     period: Period
-    parameters: dict[str, Any] = Field(examples=[{"annual_generation_mwh": "10000", "grid": "510000", "year": 2022}])
+    parameters: dict[str, FreeJson] = Field(examples=[{"annual_generation_mwh": "10000", "grid": "510000", "year": 2022}])
     record: StrictBool = False
     calculation_id: LongIdentifier | None = None
     factor_edition: str | None = None
@@ -76,7 +88,7 @@ def _service(request: Request) -> AccountingService:
 
 
 Accounting = Annotated[AccountingService, Depends(_service)]
-router = APIRouter(prefix="/v1", tags=["accounting"])
+router = APIRouter(prefix="/v1", tags=["accounting"], responses=problem_responses(*AUTHENTICATED))
 
 
 def _recording(call):  # noqa: ANN001, ANN202 - wraps a use case that may record on the account
@@ -106,19 +118,22 @@ def list_factors(
             "editions": [e.model_dump() for e in catalogue.editions], "next": None}
 
 
-@router.post("/calculations", summary="Calculate an enterprise's emissions; record them with record: true")
+@router.post("/calculations", summary="Calculate an enterprise's emissions; record them with record: true",
+             responses=problem_responses(*WITH_BODY, 404, 409, 502, 503))
 def calculate(body: CalculationRequest, principal: CurrentPrincipal, accounting: Accounting) -> dict[str, Any]:
     return _recording(lambda: accounting.calculate(principal, body.model_dump(mode="json")))
 
 
-@router.get("/calculations/{calculation_id}", summary="A stored calculation or benefit measurement")
+@router.get("/calculations/{calculation_id}", summary="A stored calculation or benefit measurement",
+            responses=problem_responses(404))
 def read_calculation(
-    calculation_id: Annotated[str, PathParam(max_length=128)], principal: CurrentPrincipal, accounting: Accounting
+    calculation_id: Annotated[str, PathParam(max_length=128, pattern=SINGLE_LINE_PATTERN)], principal: CurrentPrincipal, accounting: Accounting
 ) -> dict[str, Any]:
     return accounting.read(principal, calculation_id)
 
 
-@router.post("/benefits", summary="Measure a green project's environmental benefits; record with record: true")
+@router.post("/benefits", summary="Measure a green project's environmental benefits; record with record: true",
+             responses=problem_responses(*WITH_BODY, 404, 409, 502, 503))
 def measure_benefits(body: BenefitRequest, principal: CurrentPrincipal, accounting: Accounting) -> dict[str, Any]:
     return _recording(lambda: accounting.benefits(principal, body.model_dump(mode="json")))
 
@@ -127,9 +142,8 @@ def create_app(settings: AccountingSettings | None = None, *, catalogue: Catalog
     settings = settings or AccountingSettings()
     catalogue = catalogue or default_catalogue()  # validated now: a bad data file stops the start
     engine = make_engine(settings.resolved_database_url())
-    secret = settings.resolved_jwt_secret()
-    account = AccountClient(settings.account_url, jwt_secret=secret, service_name="accounting",
-                            timeout=settings.account_timeout)
+    account = AccountClient(settings.account_url, tokens=settings.service_tokens("accounting"),
+                            service_name="accounting", timeout=settings.account_timeout)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -146,7 +160,7 @@ def create_app(settings: AccountingSettings | None = None, *, catalogue: Catalog
         title="Carbon accounting",
         description="GHG accounting after GB/T 32150-2015 and ISO 14064-1, and green projects' environmental "
                     "benefits; every figure names its formula, factors and sources.",
-        jwt_secret=secret,
+        verifier=settings.token_verifier(),
         max_body_bytes=settings.max_body_bytes,
         ready=ready,
         lifespan=lifespan,

@@ -15,12 +15,14 @@ from sqlalchemy import text
 
 from carbon import cloudevents
 from carbon.auth import CurrentPrincipal
-from carbon.db import make_engine
+from carbon.db import MAX_POSITION, make_engine
 from carbon.http import create_service_app
-from carbon.problems import Problem
+from carbon.problems import AUTHENTICATED, WITH_BODY, Problem, problem_responses
 from carbon.projection import Projector
 from carbon.projection_runtime import RunningProjection, source_for
 from contracts import EVENT_TYPES, USCC
+from contracts.examples import CEMENT_MAKER_USCC
+from contracts.types import SINGLE_LINE_PATTERN
 from services.disclosure import domain, render
 from services.disclosure.access_log import AccessLog, AccessLogUnavailable
 from services.disclosure.callbacks import Resolver, system_resolver
@@ -31,8 +33,8 @@ from services.disclosure.settings import DisclosureSettings
 
 MAX_PAGE = 500
 
-SubscriptionId = Annotated[str, Path(min_length=1, max_length=36)]
-DeliveryId = Annotated[str, Path(min_length=1, max_length=36)]
+SubscriptionId = Annotated[str, Path(min_length=1, max_length=36, pattern=SINGLE_LINE_PATTERN)]
+DeliveryId = Annotated[str, Path(min_length=1, max_length=36, pattern=SINGLE_LINE_PATTERN)]
 
 
 class SubscriptionRequest(BaseModel):
@@ -118,11 +120,12 @@ def _service(request: Request) -> DisclosureService:
 
 Disclosure = Annotated[DisclosureService, Depends(_service)]
 
-router = APIRouter(prefix="/v1", tags=["disclosure"])
+router = APIRouter(prefix="/v1", tags=["disclosure"], responses=problem_responses(*AUTHENTICATED))
 
 
 @router.post("/subscriptions", status_code=201, response_model=SubscriptionCreated,
-             summary="Subscribe to the consented events of enterprises (partner)")
+             summary="Subscribe to the consented events of enterprises (partner)",
+             responses=problem_responses(*WITH_BODY))
 def create_subscription(body: SubscriptionRequest, principal: CurrentPrincipal, service: Disclosure) -> Any:
     return service.create_subscription(principal, body.callback_url, body.event_types, body.enterprise_ids)
 
@@ -132,26 +135,27 @@ def list_subscriptions(principal: CurrentPrincipal, service: Disclosure) -> Any:
     return {"subscriptions": service.list_subscriptions(principal), "next": None}
 
 
-@router.get("/subscriptions/{subscription_id}", response_model=SubscriptionOut, summary="One subscription")
+@router.get("/subscriptions/{subscription_id}", response_model=SubscriptionOut, summary="One subscription",
+            responses=problem_responses(404))
 def get_subscription(subscription_id: SubscriptionId, principal: CurrentPrincipal, service: Disclosure) -> Any:
     return service.get_subscription(principal, subscription_id)
 
 
 @router.delete("/subscriptions/{subscription_id}", response_model=SubscriptionOut,
-               summary="End a subscription (what is still queued is cancelled)")
+               summary="End a subscription (what is still queued is cancelled)", responses=problem_responses(404, 409))
 def delete_subscription(subscription_id: SubscriptionId, principal: CurrentPrincipal, service: Disclosure) -> Any:
     return service.delete_subscription(principal, subscription_id)
 
 
 @router.get("/subscriptions/{subscription_id}/deliveries", response_model=DeliveryList,
-            summary="Webhook deliveries: queued, delivered, dead-lettered and cancelled")
+            summary="Webhook deliveries: queued, delivered, dead-lettered and cancelled", responses=problem_responses(404))
 def list_deliveries(
     subscription_id: SubscriptionId,
     principal: CurrentPrincipal,
     service: Disclosure,
     status: Annotated[Literal["pending", "delivered", "dead", "cancelled"] | None, Query()] = None,
-    enterprise_id: Annotated[str | None, Query(max_length=64)] = None,
-    after: Annotated[int | None, Query(ge=0, description="the `next` of the previous page")] = None,
+    enterprise_id: Annotated[str | None, Query(max_length=64, pattern=SINGLE_LINE_PATTERN)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_POSITION, description="the `next` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> Any:
     rows, next_cursor = service.list_deliveries(principal, subscription_id, status=status,
@@ -160,25 +164,28 @@ def list_deliveries(
 
 
 @router.post("/subscriptions/{subscription_id}/deliveries/{delivery_id}/retry", status_code=202,
-             response_model=DeliveryOut, summary="Send a dead-lettered (or delivered) event again")
+             response_model=DeliveryOut, summary="Send a dead-lettered (or delivered) event again",
+             responses=problem_responses(404, 409))
 def retry_delivery(subscription_id: SubscriptionId, delivery_id: DeliveryId, principal: CurrentPrincipal,
                    service: Disclosure) -> Any:
     return service.retry_delivery(principal, subscription_id, delivery_id)
 
 
 @router.post("/subscriptions/{subscription_id}/deliveries/replay", status_code=202, response_model=ReplayOut,
-             summary="Send every dead letter again (optionally of one enterprise)")
+             summary="Send every dead letter again (optionally of one enterprise)",
+             responses=problem_responses(*WITH_BODY, 404, 409))
 def replay_dead_letters(subscription_id: SubscriptionId, principal: CurrentPrincipal, service: Disclosure,
                         body: ReplayRequest | None = None) -> Any:
     return {"replayed": service.replay_dead_letters(principal, subscription_id, body.enterprise_id if body else None)}
 
 
-@router.get("/feeds/{subscription_id}", response_model=Feed, summary="Pull the subscription's events")
+@router.get("/feeds/{subscription_id}", response_model=Feed, summary="Pull the subscription's events",
+            responses=problem_responses(404, 409))
 def feed(
     subscription_id: SubscriptionId,
     principal: CurrentPrincipal,
     service: Disclosure,
-    after: Annotated[int | None, Query(ge=0, description="the `next` of the previous page; omit to start")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_POSITION, description="the `next` of the previous page; omit to start")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> Any:
     envelopes, next_cursor = service.feed(principal, subscription_id, after, limit)
@@ -187,10 +194,12 @@ def feed(
 
 
 @router.get("/disclosures/{enterprise_id}/{year}", summary="An enterprise's environmental-information disclosure",
-            responses={200: {"content": {"application/json": {}, "text/html": {}, "application/pdf": {}}}})
+            responses={200: {"content": {"application/json": {}, "text/html": {}, "application/pdf": {}}},
+                       **problem_responses(404, 503)})
 def disclosure(
-    enterprise_id: Annotated[str, Path(min_length=1, max_length=64)],
-    year: Annotated[int, Path(ge=1990, le=2100)],
+    enterprise_id: Annotated[str, Path(min_length=1, max_length=64, pattern=SINGLE_LINE_PATTERN,
+                                       examples=[CEMENT_MAKER_USCC])],
+    year: Annotated[int, Path(ge=1990, le=2100, examples=[2024])],
     principal: CurrentPrincipal,
     service: Disclosure,
     format: Annotated[Literal["json", "html", "pdf"], Query()] = "json",  # noqa: A002 - the query name
@@ -213,10 +222,10 @@ def disclosure(
 def create_app(settings: DisclosureSettings | None = None, *, resolve: Resolver = system_resolver) -> FastAPI:
     settings = settings or DisclosureSettings()
     engine = make_engine(settings.resolved_database_url())
-    jwt_secret = settings.resolved_jwt_secret()
     projector = Projector(DisclosureProjection(), engine)
     workers = DeliveryWorkers(engine, settings, resolve=resolve)
-    access_log = AccessLog(settings.rating_url, jwt_secret=jwt_secret, timeout=settings.access_log_timeout_s)
+    access_log = AccessLog(settings.rating_url, tokens=settings.service_tokens("disclosure"),
+                           timeout=settings.access_log_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -239,7 +248,7 @@ def create_app(settings: DisclosureSettings | None = None, *, resolve: Resolver 
         title="Carbon disclosure",
         description="Consent-filtered partner feeds (signed webhooks, pull) and environmental-information "
                     "disclosure reports.",
-        jwt_secret=jwt_secret,
+        verifier=settings.token_verifier(),
         max_body_bytes=settings.max_body_bytes,
         ready=ready,
         lifespan=lifespan,

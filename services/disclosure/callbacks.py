@@ -122,7 +122,10 @@ def _parse(url: str, allow_private: bool) -> tuple[SplitResult, str, int]:
         raise CallbackRefused(f"the callback URL is longer than {MAX_URL_LENGTH} characters")
     if any(c.isspace() or ord(c) < 0x20 or c == "\\" for c in url):
         raise CallbackRefused("the callback URL contains whitespace, control characters or backslashes")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise CallbackRefused(f"the callback URL cannot be parsed: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("https", "http"):
         raise CallbackRefused(f"the callback URL must use https, not {parts.scheme or 'no scheme'!r}")

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +54,52 @@ def head_rows(subscription_id: str | None = None):
 def _ready(now: datetime):
     return and_(deliveries.c.status == queue.PENDING, deliveries.c.next_attempt_at <= now,
                 or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now))
+
+
+class Deadline:
+    """Bounds a request as a whole: httpx's timeout bounds each read, so a partner answering a byte at
+    a time would hold its worker for as long as it liked. At the deadline the socket is shut down,
+    which ends the request with an error in the worker's own thread."""
+
+    def __init__(self, seconds: float) -> None:
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._done = False
+        self.expired = False
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook: learn the connection's socket once it is made."""
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            with self._lock:
+                self._socket = info["return_value"].get_extra_info("socket")
+                if self.expired and not self._done:
+                    self._shut()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if not self._done:
+                self.expired = True
+                self._shut()
+
+    def _shut(self) -> None:
+        if self._socket is not None:
+            try:
+                # The plain socket's shutdown, also under TLS: the TLS layer's own would drop its state
+                # under the reading thread's feet.
+                socket.socket.shutdown(self._socket, socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+
+    def __enter__(self) -> Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,14 +241,18 @@ class DeliveryWorkers:
             return Outcome(False, None, f"callback refused: {exc}")
         body, headers = webhooks.message(envelope, subscription.secret, self.clock())
         headers["host"] = target.host_header()
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        extensions: dict[str, Any] = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        deadline = Deadline(self.settings.webhook_timeout_s)
+        extensions["trace"] = deadline.trace
         try:
-            with self._http.stream("POST", target.pinned_url(), content=body, headers=headers,
-                                   extensions=extensions) as response:
+            with deadline, self._http.stream("POST", target.pinned_url(), content=body, headers=headers,
+                                             extensions=extensions) as response:
                 status = response.status_code
         except httpx.TimeoutException:
             return Outcome(False, None, f"no answer within {self.settings.webhook_timeout_s:g} s")
         except httpx.HTTPError as exc:
+            if deadline.expired:
+                return Outcome(False, None, f"no answer within {self.settings.webhook_timeout_s:g} s")
             return Outcome(False, None, f"{type(exc).__name__}: {exc}"[:500])
         if 200 <= status < 300:
             return Outcome(True, status)

@@ -15,18 +15,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import text
 
 from carbon.auth import CurrentPrincipal
-from carbon.db import make_engine
+from carbon.db import MAX_POSITION, make_engine
 from carbon.errors import Invalid
 from carbon.http import create_service_app
+from carbon.problems import AUTHENTICATED, WITH_BODY, problem_responses
 from carbon.projection import Projector
 from carbon.projection_runtime import RunningProjection, source_for
 from contracts import Money, Role
+from contracts.examples import CEMENT_MAKER_USCC
+from contracts.types import SINGLE_LINE_PATTERN
 from services.rating import domain
 from services.rating.projection import build_projector, migrate
 from services.rating.service import AccessEntry, RatingService
 from services.rating.settings import RatingSettings
 
-EnterpriseId = Annotated[str, Path(min_length=1, max_length=64, description="The enterprise's USCC")]
+EnterpriseId = Annotated[str, Path(min_length=1, max_length=64, pattern=SINGLE_LINE_PATTERN,
+                                   description="The enterprise's USCC", examples=[CEMENT_MAKER_USCC])]
 JSON = "application/json"
 
 
@@ -37,10 +41,10 @@ class Strict(BaseModel):
 # ---- request bodies -----------------------------------------------------------------------------
 
 class BillIn(Strict):
-    bill_no: str = Field(min_length=1, max_length=64)
+    bill_no: str = Field(min_length=1, max_length=64, pattern=SINGLE_LINE_PATTERN)
     amount_cny: Money
     maturity: date
-    project_id: str | None = Field(default=None, min_length=1, max_length=64)
+    project_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=SINGLE_LINE_PATTERN)
 
     @field_validator("amount_cny")
     @classmethod
@@ -51,7 +55,10 @@ class BillIn(Strict):
 
 
 class EligibilityRequest(Strict):
-    issuer_id: str = Field(min_length=1, max_length=64)
+    model_config = ConfigDict(json_schema_extra={"examples": [{"issuer_id": CEMENT_MAKER_USCC, "bills": [
+        {"bill_no": "B-2025-0001", "amount_cny": "5000000", "maturity": "2030-06-30", "project_id": "waste-heat-power-1"}]}]})
+
+    issuer_id: str = Field(min_length=1, max_length=64, pattern=SINGLE_LINE_PATTERN)
     bills: list[BillIn] = Field(min_length=1, max_length=500)
 
     @field_validator("bills")
@@ -64,15 +71,17 @@ class EligibilityRequest(Strict):
 
 
 class ClaimRequest(Strict):
-    decision_id: str = Field(min_length=1, max_length=36, description="An eligible re-discount eligibility decision")
-    reference: str | None = Field(default=None, max_length=128, description="The regulator's own reference")
+    decision_id: str = Field(min_length=1, max_length=36, pattern=SINGLE_LINE_PATTERN,
+                             description="An eligible re-discount eligibility decision")
+    reference: str | None = Field(default=None, max_length=128, pattern=SINGLE_LINE_PATTERN,
+                                  description="The regulator's own reference")
 
 
 class AccessIn(Strict):
-    party: str = Field(min_length=1, max_length=128)
+    party: str = Field(min_length=1, max_length=128, pattern=SINGLE_LINE_PATTERN)
     role: Role
-    what: str = Field(min_length=1, max_length=200)
-    consent_id: str | None = Field(default=None, max_length=64)
+    what: str = Field(min_length=1, max_length=200, pattern=SINGLE_LINE_PATTERN)
+    consent_id: str | None = Field(default=None, max_length=64, pattern=SINGLE_LINE_PATTERN)
     supervisory: bool = False
 
 
@@ -195,7 +204,10 @@ def parse_as_of(value: str) -> datetime:
         raise Invalid([{"field": "as_of", "message": "must be an RFC 3339 time or a date (YYYY-MM-DD)"}]) from None
     if moment.tzinfo is None:
         raise Invalid([{"field": "as_of", "message": "an RFC 3339 time needs its UTC offset (e.g. 'Z')"}])
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # within a day of year 1 or 9999 with an offset
+        raise Invalid([{"field": "as_of", "message": "the time is out of range once converted to UTC"}]) from None
 
 
 def _service(request: Request) -> RatingService:
@@ -209,10 +221,11 @@ def _json(body: bytes, status_code: int = 200) -> Response:
     return Response(content=body, media_type=JSON, status_code=status_code)
 
 
-router = APIRouter(prefix="/v1", tags=["rating"])
+router = APIRouter(prefix="/v1", tags=["rating"], responses=problem_responses(*AUTHENTICATED))
 
 
-@router.get("/ratings/{enterprise_id}", response_model=RatingOut, summary="An enterprise's carbon rating")
+@router.get("/ratings/{enterprise_id}", response_model=RatingOut, summary="An enterprise's carbon rating",
+            responses=problem_responses(404))
 def get_rating(
     enterprise_id: EnterpriseId, principal: CurrentPrincipal, ratings: Ratings,
     as_of: Annotated[str | None, Query(max_length=40, description="RFC 3339 time or date: the rating from what was recorded by then")] = None,
@@ -221,12 +234,14 @@ def get_rating(
     return _json(ratings.rating(principal, enterprise_id, moment))
 
 
-@router.get("/ratings/{enterprise_id}/history", response_model=HistoryOut, summary="Every change of the rating")
+@router.get("/ratings/{enterprise_id}/history", response_model=HistoryOut, summary="Every change of the rating",
+            responses=problem_responses(404))
 def get_history(enterprise_id: EnterpriseId, principal: CurrentPrincipal, ratings: Ratings) -> Response:
     return _json(ratings.history(principal, enterprise_id))
 
 
-@router.get("/pricing/{enterprise_id}", response_model=PricingOut, summary="Pricing tier and adjustment for a product")
+@router.get("/pricing/{enterprise_id}", response_model=PricingOut, summary="Pricing tier and adjustment for a product",
+            responses=problem_responses(404))
 def get_pricing(
     enterprise_id: EnterpriseId, principal: CurrentPrincipal, ratings: Ratings,
     product: Annotated[Literal["loan", "bill_discount"], Query(description="loan or bill_discount")],
@@ -235,20 +250,23 @@ def get_pricing(
 
 
 @router.post("/rediscount/eligibility", response_model=EligibilityOut,
-             summary="Carbon-reduction bill re-discount eligibility, with reasons")
+             summary="Carbon-reduction bill re-discount eligibility, with reasons",
+             responses=problem_responses(*WITH_BODY, 404))
 def post_eligibility(body: EligibilityRequest, principal: CurrentPrincipal, ratings: Ratings) -> Response:
     bills = [domain.Bill(b.bill_no, b.amount_cny, b.maturity, b.project_id) for b in body.bills]
     return _json(ratings.eligibility(principal, body.issuer_id, bills))
 
 
 @router.post("/rediscount/claims", status_code=201, response_model=ClaimOut,
-             summary="Record a granted re-discount, reserving the verified reduction behind it")
+             summary="Record a granted re-discount, reserving the verified reduction behind it",
+             responses=problem_responses(*WITH_BODY, 404, 409))
 def post_claim(body: ClaimRequest, principal: CurrentPrincipal, ratings: Ratings) -> Any:
     return ratings.claim(principal, body.decision_id, body.reference)
 
 
-@router.get("/decisions/{decision_id}", response_model=dict[str, Any], summary="A past answer, exactly as issued")
-def get_decision(decision_id: Annotated[str, Path(max_length=36)], principal: CurrentPrincipal,
+@router.get("/decisions/{decision_id}", response_model=dict[str, Any], summary="A past answer, exactly as issued",
+            responses=problem_responses(404))
+def get_decision(decision_id: Annotated[str, Path(max_length=36, pattern=SINGLE_LINE_PATTERN)], principal: CurrentPrincipal,
                  ratings: Ratings) -> Response:
     return _json(ratings.decision(principal, decision_id))
 
@@ -259,17 +277,19 @@ def get_methodology(request: Request) -> dict[str, Any]:
 
 
 @router.get("/access-log/{enterprise_id}", response_model=AccessLogOut,
-            summary="Every third-party read of the enterprise's rating, pricing, eligibility and disclosures")
+            summary="Every third-party read of the enterprise's rating, pricing, eligibility and disclosures",
+            responses=problem_responses(404))
 def get_access_log(
     enterprise_id: EnterpriseId, principal: CurrentPrincipal, ratings: Ratings,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Any:
     return ratings.access_log(principal, enterprise_id, after, limit)
 
 
 @router.post("/access-log/{enterprise_id}", status_code=201,
-             summary="Report a read served by the disclosure service (service 'disclosure' only)")
+             summary="Report a read served by the disclosure service (service 'disclosure' only)",
+             responses=problem_responses(*WITH_BODY, 404))
 def post_access_log(enterprise_id: EnterpriseId, body: AccessIn, principal: CurrentPrincipal,
                     ratings: Ratings) -> dict[str, Any]:
     entry = AccessEntry(body.party, body.role.value, body.what, body.consent_id, body.supervisory)
@@ -326,7 +346,7 @@ def create_app(settings: RatingSettings | None = None, *,
         title="Carbon rating",
         description="Carbon-efficiency ratings, pricing tiers and carbon-reduction bill re-discount eligibility, "
                     "projected from the enterprises' carbon accounts.",
-        jwt_secret=settings.resolved_jwt_secret(),
+        verifier=settings.token_verifier(),
         max_body_bytes=settings.max_body_bytes,
         ready=ready,
         lifespan=lifespan,
