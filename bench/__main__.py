@@ -1,7 +1,8 @@
 """python -m bench [--quick] [name ...]: run the named benchmarks (all when none is named).
 
 A missed target is a result, not a failure: the exit status is non-zero only when a benchmark
-could not run (no database, a request refused, a worker crashed).
+could not run (no database, a request refused, a worker crashed). After a full (not --quick) run
+the summary at the top of docs/benchmarks.md and its plot are rebuilt from every section's figures.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from bench.common import console
 # name -> module; each module defines ``run(quick: bool) -> None``. Adding a benchmark is one line.
 BENCHMARKS: dict[str, str] = {
     "append": "bench.append",
+    "relay": "bench.relay",
+    "lag": "bench.lag",
+    "rating": "bench.rating",
 }
 
 
@@ -35,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
 
     failed: list[str] = []
+    began = time.monotonic()
     for name in args.names or list(BENCHMARKS):
         console.rule(f"bench: {name}")
         started = time.monotonic()
@@ -48,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             failed.append(name)
         console.print(f"[dim]{name}: {time.monotonic() - started:.0f} s[/dim]")
+    if not args.quick:
+        from bench.summary import write_summary
+
+        write_summary(list(BENCHMARKS))
+    console.print(f"[dim]all: {time.monotonic() - began:.0f} s[/dim]")
     if failed:
         console.print(f"[red]failed: {', '.join(failed)}[/red]")
         return 1

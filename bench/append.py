@@ -38,6 +38,7 @@ from sqlalchemy.engine import make_url
 
 from bench.common import (
     BUSY_CORES,
+    figure,
     REPO_ROOT,
     CpuProbe,
     Measurement,
@@ -512,5 +513,13 @@ def report(points: list[Point], ceilings: dict[int, float], http: HttpResult, pg
         "",
         markdown_table(http_header, http_cells, "rrrrrrrrr"),
     ])
-    write_section(NAME, body)
+    figures = {
+        "run": utc_now(), "revision": source_revision(), "machine": machine(pg),
+        "figures": [
+            *[figure(f"{p.label}, {_writers(p.writers)}: ours/peer", p.ratio, "×", at_least=p.target,
+                     suspect=_busy(p.ours) or _busy(p.peer)) for p in verdicts],
+            figure("appends through HTTP, 16 clients", m.rate, "events/s", suspect=_busy(m)),
+        ],
+    }
+    write_section(NAME, body, figures=figures)
     console.print(f"[dim]wrote the '{NAME}' section of docs/benchmarks.md[/dim]")

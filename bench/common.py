@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,9 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from rich.console import Console
+from sqlalchemy.engine import make_url
 
 from tests import infra  # the server is found as the tests find it: env, Docker, deploy/local/postgres.sh
 
@@ -70,6 +75,21 @@ def server_facts(url: str) -> dict[str, str]:
     return {"version": version.split(" ")[0], **settings}
 
 
+def postmaster_pid(url: str) -> int | None:
+    """The server's main process, when it runs on this machine (the parent of our backend)."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        try:
+            raw = Path(f"/proc/{backend}/stat").read_text()
+        except OSError:  # in a container or on another host
+            return None
+    return int(raw[raw.rindex(")") + 2 :].split()[1])
+
+
+def database_name(url: str) -> str:
+    return make_url(url).database or ""
+
+
 # ---- driving load ----------------------------------------------------------------------------
 
 
@@ -83,8 +103,13 @@ class CpuProbe:
 
     _tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
-    def __init__(self, others: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, others: dict[str, int] | None = None, *, postmaster: int | None = None, databases: set[str] | None = None
+    ) -> None:
         self.others = others or {}
+        # When given, only this server's processes count as PostgreSQL (not another cluster's), and
+        # of its backends only those serving ``databases`` (not another test run's): the rest is "other".
+        self.postmaster, self.databases = postmaster, databases
 
     def sample(self) -> dict[str, float]:
         own = os.times()
@@ -96,10 +121,29 @@ class CpuProbe:
                 raw = stat.read_text()
             except OSError:  # the process ended between listing and reading
                 continue
-            if raw[raw.index("(") + 1 : raw.rindex(")")].startswith("postgres"):
+            if raw[raw.index("(") + 1 : raw.rindex(")")].startswith("postgres") and self._ours(stat.parent, raw):
                 # With its reaped children's time: short-lived backends (a pool's overflow) count too.
                 out["postgres"] += self._cpu(raw, children=True)
         return out
+
+    def _ours(self, proc: Path, raw: str) -> bool:
+        if self.postmaster is None:
+            return True
+        pid, parent = int(proc.name), int(raw[raw.rindex(")") + 2 :].split()[1])
+        if self.postmaster not in (pid, parent):
+            return False
+        return self.databases is None or self._backend_database(proc) in (None, *self.databases)
+
+    @staticmethod
+    def _backend_database(proc: Path) -> str | None:
+        """The database a client backend serves ("postgres: user db host(port) state"); None for the server's own."""
+        try:
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+        except OSError:
+            return None
+        if len(title) >= 4 and title[0] == "postgres:" and ("(" in title[3] or title[3] == "[local]"):
+            return title[2]
+        return None
 
     def _process(self, pid: int) -> float:
         try:
@@ -231,6 +275,119 @@ def drive(
     )
 
 
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (inclusive method, as ``Measurement.percentile``)."""
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    if p >= 100:
+        return max(values)
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(p * 10) - 1]
+
+
+def busy_elsewhere(cpu: dict[str, float]) -> bool:
+    """More than ``BUSY_CORES`` used by processes outside the measurement: the figure is suspect."""
+    return cpu.get("other", 0.0) > BUSY_CORES
+
+
+def cleanest(run_point: Callable[[], Any], cpu_of: Callable[[Any], dict[str, float]], what: str, retries: int = 1):
+    """Run a point; while something else kept the machine busy, wait for quiet and run it again.
+
+    Returns (result, runs): the run with the least outside load, and how many runs were made.
+    """
+    best, runs = None, 0
+    for attempt in range(retries + 1):
+        wait_until_quiet()
+        result = run_point()
+        runs += 1
+        if best is None or cpu_of(result).get("other", 0.0) < cpu_of(best).get("other", 0.0):
+            best = result
+        if not busy_elsewhere(cpu_of(result)):
+            break
+        if attempt < retries:
+            console.print(f"[yellow]  ⚠ {what}: {cpu_of(result)['other']:.2f} cores used elsewhere; running it again[/yellow]")
+    return best, runs
+
+
+def kafka_broker_pid(bootstrap: str) -> int | None:
+    """The local process listening on the broker's port, so its CPU is charged to the measurement, not "other"."""
+    port = int(bootstrap.rsplit(":", 1)[1])
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None  # in a container or on another host
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) in inodes:
+                return int(fd.parent.parent.name)
+        except OSError:
+            continue
+    return None
+
+
+# ---- services as their own processes -----------------------------------------------------------
+
+
+@dataclass
+class Service:
+    url: str
+    process: subprocess.Popen
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def service(factory: str, env: dict[str, str], *, ready_path: str = "/readyz", timeout: float = 60) -> Iterator[Service]:
+    """A platform service under uvicorn (one process), as ``carbon up`` starts it; stopped on exit."""
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "warning", "--no-access-log"],
+            cwd=REPO_ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"{factory} exited with {process.returncode}:\n{log.read()[-3000:]}")
+                try:
+                    if httpx.get(url + ready_path, timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{factory} did not become ready within {timeout:.0f} s")
+                time.sleep(0.1)
+            yield Service(url, process)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 # ---- the machine -----------------------------------------------------------------------------
 
 
@@ -294,18 +451,65 @@ is kept.
 """
 
 
-def write_section(name: str, body: str, path: Path = RESULTS) -> None:
-    """Replace the section between ``<!-- bench:name -->`` and ``<!-- /bench:name -->`` (appended if absent)."""
+_FIGURES = re.compile(r"^<!-- figures (\{.*\}) -->$", re.M)
+
+
+def write_section(
+    name: str, body: str, path: Path = RESULTS, *, figures: dict[str, Any] | None = None, top: bool = False
+) -> None:
+    """Replace the section between ``<!-- bench:name -->`` and ``<!-- /bench:name -->``.
+
+    An absent section is appended, or with ``top`` put before the first section. ``figures`` are
+    kept in the section as one JSON comment, for the summary and the plot to read back.
+    """
     begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    if figures is not None:
+        body = body.strip() + "\n\n<!-- figures " + json.dumps(figures, ensure_ascii=False, separators=(",", ":")) + " -->"
     block = f"{begin}\n{body.strip()}\n{end}"
     text = path.read_text() if path.exists() else _HEADER
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text, count=1)
+    elif top:
+        first = re.search(r"^(## |<!-- bench:)", text, re.M)
+        at = first.start() if first else len(text)
+        text = text[:at].rstrip() + "\n\n" + block + "\n\n" + text[at:].lstrip()
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def read_figures(path: Path = RESULTS) -> dict[str, dict[str, Any]]:
+    """Each section's figures, by benchmark name (sections written without figures are left out)."""
+    if not path.exists():
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for match in re.finditer(r"<!-- bench:([\w-]+) -->(.*?)<!-- /bench:\1 -->", path.read_text(), re.S):
+        found = _FIGURES.search(match.group(2))
+        if found:
+            out[match.group(1)] = json.loads(found.group(1))
+    return out
+
+
+def figure(name: str, value: float, unit: str, *, at_least: float | None = None, at_most: float | None = None,
+           suspect: bool = False, note: str = "") -> dict[str, Any]:
+    """One headline figure with its target (``at_least`` or ``at_most``), for the summary table."""
+    met = None
+    if at_least is not None:
+        met = value >= at_least
+    elif at_most is not None:
+        met = value <= at_most
+    return {"figure": name, "value": value, "unit": unit, "at_least": at_least, "at_most": at_most, "met": met,
+            "suspect": suspect, "note": note}
+
+
+def verdict(met: bool | None) -> str:
+    return "" if met is None else ("met" if met else "MISSED")
+
+
+def rich_verdict(text: str) -> str:
+    return text.replace("MISSED", "[red]MISSED[/red]").replace("met", "[green]met[/green]")
 
 
 def markdown_table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:

@@ -25,7 +25,8 @@ from tests.live import serve
 
 SECRET = "fuzz-findings-secret-long-enough-for-hs256"
 ENTERPRISE = CEMENT_MAKER_USCC
-BEYOND_BIGINT = 2**63  # one past the largest 64-bit signed integer
+BEYOND_INTEGER = 2**31  # one past the largest value of an INTEGER column (stream versions)
+BEYOND_BIGINT = 2**63  # one past the largest value of a BIGINT column (positions, cursors)
 
 
 @dataclass
@@ -101,12 +102,17 @@ def test_error_answers_are_documented_as_problem_json(services: Services) -> Non
     assert register["403"]["content"]["application/problem+json"]["schema"]["$ref"].endswith("/ForbiddenProblem")
 
 
-def test_cursors_beyond_a_bigint_are_422_not_500(services: Services) -> None:
-    """``GET /v1/events?after=2**63`` (and the other cursors) reached the database driver, which cannot
-    bind the number: 500."""
+def test_numbers_beyond_the_database_columns_are_422_not_500(services: Services) -> None:
+    """``GET /v1/events?after=2**63`` (and the other cursors), ``from_version=2**31`` on PostgreSQL and an
+    ``expected_version`` of 2**63 reached the database driver, which cannot bind them: 500."""
     assert_invalid(services.account.get("/v1/events", params={"after": BEYOND_BIGINT}, headers=OPERATOR), "after")
-    assert_invalid(services.account.get(f"/v1/enterprises/{ENTERPRISE}/events",
-                                        params={"from_version": BEYOND_BIGINT}, headers=OWNER), "from_version")
+    for version in (BEYOND_INTEGER, BEYOND_BIGINT):
+        assert_invalid(services.account.get(f"/v1/enterprises/{ENTERPRISE}/events",
+                                            params={"from_version": version}, headers=OWNER), "from_version")
+        append = services.account.post(f"/v1/enterprises/{ENTERPRISE}/events", headers=OWNER, json={
+            "expected_version": version, "events": [{"type": "ActivityReported", "data": {
+                "period": "2024", "revenue_10k_cny": "1", "output": {"quantity": "1", "unit": "t"}}}]})
+        assert_invalid(append, "expected_version")
     assert_invalid(services.rating.get(f"/v1/access-log/{ENTERPRISE}", params={"after": BEYOND_BIGINT},
                                        headers=OWNER), "after")
     for path in ("/v1/subscriptions/any/deliveries", "/v1/feeds/any"):

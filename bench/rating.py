@@ -1,0 +1,652 @@
+"""The rating service: reads under an open-loop load, and how fast its projection is rebuilt.
+
+One account database on PostgreSQL is filled through the store with the histories of a few hundred
+enterprises (registered, consent to a bank, quarterly activity and scope 1 and 2 emissions, yearly
+verifications), then:
+  (1) replay: the rating projection rebuilt from that log, directly (pages of ``EventStore.read_all``
+      into ``Projector.handle``: the projection's own speed) and as ``carbon replay rating`` does it
+      (``carbon.projection_runtime.replay`` through the account service's ``GET /v1/events``); the
+      peer is the tests' tally projection replayed directly (the same loop and checkpoints, almost
+      no read model), the ceiling of any projection here;
+  (2) reads: a rating service (uvicorn, one process) on the replayed database, PostgreSQL and a
+      SQLite copy, serving ``GET /v1/ratings/{id}`` to a bank with consent at a fixed rate; the peer
+      is the same service's ``/healthz`` at the same rate (the HTTP stack alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+from sqlalchemy import func, select
+
+from bench.common import (
+    BUSY_CORES,
+    CpuProbe,
+    busy_elsewhere,
+    cleanest,
+    console,
+    database_name,
+    figure,
+    fresh_database,
+    machine,
+    markdown_table,
+    percentile,
+    postmaster_pid,
+    rich_verdict,
+    server_facts,
+    server_url,
+    service,
+    source_revision,
+    utc_now,
+    verdict,
+    write_section,
+)
+
+NAME = "rating"
+READ_P99_MS = 20.0
+REPLAY_RATE = 50_000.0
+BANK = "bench-bank"
+
+
+@dataclass(frozen=True)
+class Plan:
+    enterprises: int = 300
+    events_each: int = 40
+    rate: float = 500.0  # requests/s
+    warmup: float = 2.0
+    duration: float = 10.0
+    profile_events: int = 3_000
+
+
+FULL, QUICK = Plan(), Plan(enterprises=30, events_each=20, rate=100.0, warmup=0.5, duration=2.0, profile_events=300)
+CONNECTIONS = 64  # the load generator's keep-alive connections: more than are ever busy at once
+
+METADATA = {"actor": {"sub": "bench", "role": "operator"}}
+
+
+# ---- the account's histories ----------------------------------------------------------------------
+
+
+def enterprise_id(n: int) -> str:
+    from contracts.types import uscc_check_character
+
+    first17 = f"91510100MB{n:07d}"
+    return first17 + uscc_check_character(first17)
+
+
+def history(n: int, length: int) -> list:
+    """An enterprise's stream: registration, consent to the bank, then quarter after quarter of reports."""
+    from carbon.eventstore import NewEvent
+
+    e = enterprise_id(n)
+    industry, unit = ("C3011", "t") if n % 2 else ("D4411", "MWh")
+    events = [
+        NewEvent("EnterpriseRegistered", {"uscc": e, "name": f"Bench Enterprise {n}", "industry": industry,
+                                          "region": "510100"}, METADATA),
+        NewEvent("ConsentGranted", {"consent_id": str(uuid.uuid5(uuid.NAMESPACE_URL, e)), "grantee": BANK,
+                                    "scopes": ["rating:read", "pricing:read"], "purpose": "sustainability-linked loan",
+                                    "expires_at": "2099-01-01T00:00:00Z"}, METADATA),
+    ]
+    k = 0
+    while len(events) < length:
+        year, quarter = 2022 + k // 4, k % 4 + 1  # the benchmarks start in 2022
+        period, seed = f"{year}-Q{quarter}", n * 31 + k
+        events += [
+            NewEvent("ActivityReported", {"period": period, "revenue_10k_cny": str(8000 + seed % 5000),
+                                          "output": {"quantity": str(200000 + seed % 90000), "unit": unit}}, METADATA),
+            NewEvent("EmissionRecorded", {"calculation_id": f"calc-{k}-1", "period": period, "scope": 1,
+                                          "category": "process", "gas": "CO2", "tco2e": str(30000 + seed * 7919 % 20000),
+                                          "factor_ref": "GB/T 32151.8-2015", "methodology": "GB/T 32151.8-2015",
+                                          "data_quality": 3}, METADATA),
+            NewEvent("EmissionRecorded", {"calculation_id": f"calc-{k}-2", "period": period, "scope": 2,
+                                          "category": "purchased_electricity", "gas": "CO2",
+                                          "tco2e": str(5000 + seed * 31 % 3000), "factor_ref": "MEE 2022 grid",
+                                          "methodology": "GB/T 32150-2015", "data_quality": 2}, METADATA),
+        ]
+        if quarter == 4:
+            events.append(NewEvent("EmissionVerified", {"period": str(year), "verifier": "bench-verifier",
+                                                        "verified_tco2e": str(150000 + seed % 40000),
+                                                        "report_ref": f"VR-{year}-{n}"}, METADATA))
+        k += 1
+    return events[:length]
+
+
+def fill(account_url: str, plan: Plan) -> tuple[int, float]:
+    from carbon.db import make_engine
+    from carbon.eventstore import EventStore, migrate
+
+    engine = make_engine(account_url)
+    try:
+        migrate(engine)
+        store = EventStore(engine)
+        began = time.perf_counter()
+        for n in range(plan.enterprises):
+            store.append_events(enterprise_id(n), history(n, plan.events_each))
+        seconds = time.perf_counter() - began
+    finally:
+        engine.dispose()
+    total = plan.enterprises * plan.events_each
+    return total, total / seconds
+
+
+# ---- (1) replay ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Replay:
+    label: str
+    events: int
+    seconds: float
+    cpu: dict[str, float]
+    runs: int = 1
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def rating_projector(url: str):
+    from services.rating.projection import create_projector
+
+    return create_projector(url)
+
+
+def tally_projector(url: str):
+    from carbon.db import make_engine
+    from carbon.projection import Projector
+    from tests.support.tally import TallyProjection, create_schema
+
+    engine = make_engine(url)
+    create_schema(engine)
+    return Projector(TallyProjection(), engine)
+
+
+def replay_direct(account_url: str, projector, probe: CpuProbe, label: str, limit: int | None = None) -> Replay:
+    """Pages of the global log read in process, each applied in one transaction, as catch-up does."""
+    from carbon.db import make_engine
+    from carbon.eventstore import EventStore
+
+    engine = make_engine(account_url)
+    try:
+        store = EventStore(engine)
+        projector.reset()
+        applied, after = 0, None
+        before, began = probe.sample(), time.perf_counter()
+        while page := store.read_all(after, limit=1000):
+            if limit is not None:
+                page = page[: limit - applied]
+            applied += projector.handle([e.envelope() for e in page]).applied
+            after = page[-1].position
+            if limit is not None and applied >= limit:
+                break
+        seconds = time.perf_counter() - began
+        cpu = CpuProbe.cores(before, probe.sample(), seconds)
+    finally:
+        engine.dispose()
+    return Replay(label, applied, seconds, cpu)
+
+
+def replay_http(account, secret: str, projector, probe: CpuProbe) -> Replay:
+    from carbon.account_client import AccountClient
+    from carbon.projection_runtime import replay
+
+    client = AccountClient(account.url, jwt_secret=secret, service_name="rating")  # replay closes it
+    before, began = probe.sample(), time.perf_counter()
+    applied = replay(projector, client)
+    seconds = time.perf_counter() - began
+    return Replay("rating, through GET /v1/events (carbon replay)", applied, seconds,
+                  CpuProbe.cores(before, probe.sample(), seconds))
+
+
+def ratings_of(projector) -> list[tuple]:
+    from services.rating.schema import ratings
+
+    with projector.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            select(ratings.c.enterprise_id, ratings.c.seq, ratings.c.position, ratings.c.grade, ratings.c.score,
+                   ratings.c.body).order_by(ratings.c.enterprise_id, ratings.c.seq))]
+
+
+def rated_enterprises(projector) -> int:
+    from services.rating.schema import ratings
+
+    latest = (select(ratings.c.enterprise_id, func.max(ratings.c.seq).label("seq"))
+              .group_by(ratings.c.enterprise_id).subquery())
+    with projector.engine.connect() as conn:
+        return conn.execute(
+            select(func.count()).select_from(ratings.join(
+                latest, (ratings.c.enterprise_id == latest.c.enterprise_id) & (ratings.c.seq == latest.c.seq)))
+            .where(ratings.c.status == "rated")
+        ).scalar_one()
+
+
+# ---- profiling the slowest path -----------------------------------------------------------------------
+
+
+def profile_replay(account_url: str, projection_url: str, events: int) -> list[tuple[str, float]] | None:
+    """Where a direct replay of the rating projection spends its time: self time by function, grouped."""
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        console.print("[dim]pyinstrument is not installed (the bench extra): no profile[/dim]")
+        return None
+    projector = rating_projector(projection_url)
+    profiler = Profiler(interval=0.0005)
+    try:
+        profiler.start()
+        replay_direct(account_url, projector, CpuProbe(), "profile", limit=events)
+        profiler.stop()
+    finally:
+        projector.engine.dispose()
+    totals: dict[str, float] = {}
+
+    def walk(frame, inherited: str) -> None:
+        # "[self]" frames have no file: their time is their parent's own.
+        key = f"{frame.file_path}:{frame.function}" if frame.file_path else inherited
+        own = frame.time - sum(child.time for child in frame.children)
+        area = _area(key)
+        totals[area] = totals.get(area, 0.0) + max(0.0, own)
+        for child in frame.children:
+            walk(child, key)
+
+    root = profiler.last_session.root_frame() if profiler.last_session else None
+    if root is None:
+        return None
+    walk(root, "")
+    whole = sum(totals.values()) or 1.0
+    return sorted(((k, v / whole) for k, v in totals.items()), key=lambda kv: -kv[1])
+
+
+# (pattern on "path:function", area), first match wins; what is left is "other Python".
+_AREAS = [
+    (r"psycopg.*:(wait|_wait|.*_wait_.*)|:wait_c$|selectors|_sock|poll", "waiting for PostgreSQL (round trips)"),
+    (r"psycopg", "psycopg (sending, converting)"),
+    (r"sqlalchemy", "SQLAlchemy (statements, rows)"),
+    (r"services/rating/domain\.py|contracts/types\.py:.*period", "rating methodology (domain.rate, facts)"),
+    (r"pydantic|contracts/", "event validation (pydantic models)"),
+    (r"json|orjson|services/rating/projection\.py:canonical", "JSON (facts and rating documents)"),
+    (r"opentelemetry|carbon/telemetry", "telemetry (a span per event)"),
+    (r"decimal", "decimal arithmetic"),
+    (r"carbon/eventstore", "reading the log (store)"),
+]
+
+
+def _area(key: str) -> str:
+    for pattern, area in _AREAS:
+        if re.search(pattern, key):
+            return area
+    return "other Python"
+
+
+# ---- (2) reads under an open-loop load --------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    label: str
+    database: str
+    offered: float
+    sent: int = 0
+    ok: int = 0
+    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list, repr=False)  # from the scheduled time
+    service_ms: list[float] = field(default_factory=list, repr=False)  # from the moment it was sent
+    seconds: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+    runs: int = 1
+
+    answered_in_window: int = 0  # successful answers that arrived within the window, whenever due
+
+    @property
+    def achieved(self) -> float:
+        return self.answered_in_window / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        """The service's CPU per answer: 1000 / this is what one process can serve at most."""
+        return self.cpu.get("service", 0.0) * 1000 / self.achieved if self.achieved else float("nan")
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies_ms, q)
+
+
+async def _drive(url: str, requests: list[bytes], rate: float, warmup: float, duration: float,
+                 on_window) -> tuple[list[tuple[float, float, float, int]], float]:
+    """Send request i at start + i/rate whatever came back before (open loop).
+
+    Returns (due, sent, done, status) per request, times from the start, and where the window begins.
+
+    A minimal HTTP/1.1 keep-alive client: the requests are built once, so the load generator's own
+    cost per request stays far below the service's.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    loop = asyncio.get_running_loop()
+    pool: asyncio.Queue = asyncio.Queue()
+    for _ in range(CONNECTIONS):
+        pool.put_nowait(await asyncio.open_connection(host, int(port)))
+    results: list[tuple[float, float, float, int]] = []
+
+    async def one(due: float, request: bytes) -> None:
+        reader, writer = await pool.get()
+        sent = loop.time()
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            status = -1
+            writer.close()
+            reader, writer = await asyncio.open_connection(host, int(port))
+        results.append((due, sent, loop.time(), status))
+        pool.put_nowait((reader, writer))
+
+    total = int((warmup + duration) * rate)
+    start = loop.time() + 0.05
+    window = (start + warmup, start + warmup + duration)
+    tasks, marked = [], False
+    for i in range(total):
+        due = start + i / rate
+        if not marked and due >= window[0]:
+            on_window("start")
+            marked = True
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(due, requests[i % len(requests)])))
+    await asyncio.sleep(max(0.0, window[1] - loop.time()))
+    on_window("end")
+    await asyncio.gather(*tasks)
+    while not pool.empty():
+        pool.get_nowait()[1].close()
+    return [(due - start, sent - start, done - start, status) for due, sent, done, status in results], window[0] - start
+
+
+def drive(label: str, database: str, url: str, requests: list[bytes], plan: Plan, probe: CpuProbe) -> Load:
+    load = Load(label, database, plan.rate)
+    marks: dict[str, Any] = {}
+
+    def on_window(which: str) -> None:
+        marks[which] = (probe.sample(), time.perf_counter())
+
+    results, offset = asyncio.run(_drive(url, requests, plan.rate, plan.warmup, plan.duration, on_window))
+    (before, t0), (after, t1) = marks["start"], marks["end"]
+    load.cpu = CpuProbe.cores(before, after, t1 - t0)
+    load.seconds = plan.duration
+    load.answered_in_window = sum(1 for _, _, done, status in results
+                                  if status == 200 and offset <= done < offset + plan.duration)
+    for due, sent, done, status in results:
+        if not offset <= due < offset + plan.duration:
+            continue  # warm-up, or scheduled after the window
+        load.sent += 1
+        load.statuses[status] = load.statuses.get(status, 0) + 1
+        if status == 200:
+            load.ok += 1
+            load.latencies_ms.append((done - due) * 1000)
+            load.service_ms.append((done - sent) * 1000)
+        else:
+            load.errors += 1
+    return load
+
+
+def build_requests(url: str, secret: str, enterprises: list[str], path: str | None = None) -> list[bytes]:
+    from carbon.auth import mint_token
+    from datetime import timedelta
+
+    token = mint_token(secret, sub=BANK, role="bank", ttl=timedelta(hours=2))
+    host = url.removeprefix("http://")
+    order = random.Random(7).sample(enterprises, len(enterprises))
+    paths = [path] if path else [f"/v1/ratings/{e}" for e in order]
+    return [f"GET {p} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\n\r\n".encode()
+            for p in paths]
+
+
+def copy_to_sqlite(source_engine, sqlite_path: Path) -> str:
+    """The replayed read model, copied row for row into a migrated SQLite database."""
+    from carbon.consent_projection import consents
+    from carbon.db import make_engine
+    from carbon.projection import projection_heads, stream_checkpoints
+    from services.rating.projection import migrate
+    from services.rating.schema import rating_facts, ratings
+
+    url = f"sqlite:///{sqlite_path}"
+    target = make_engine(url)
+    try:
+        migrate(target)
+        with source_engine.connect() as src, target.begin() as dst:
+            for table in (stream_checkpoints, projection_heads, consents, rating_facts, ratings):
+                rows = [dict(r) for r in src.execute(select(table)).mappings()]
+                if rows:
+                    dst.execute(table.insert(), rows)
+    finally:
+        target.dispose()
+    return url
+
+
+# ---- the run -------------------------------------------------------------------------------------
+
+
+def run(quick: bool = False) -> None:
+    plan = QUICK if quick else FULL
+    server = server_url()
+    pg = server_facts(server)
+    postmaster = postmaster_pid(server)
+    console.print(f"[dim]{machine(pg)}[/dim]")
+    secret = uuid.uuid4().hex * 2
+    replays: list[Replay] = []
+    loads: list[Load] = []
+    with ExitStack() as stack:
+        account_url = stack.enter_context(fresh_database(server))
+        total, fill_rate = fill(account_url, plan)
+        console.print(f"  account log: {total:,} events, {plan.enterprises} enterprises × {plan.events_each},"
+                      f" written at {fill_rate:,.0f} events/s")
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        account = stack.enter_context(service("services.account.api:create_app", {
+            "CARBON_DATABASE_URL": account_url, "CARBON_JWT_SECRET": secret, "CARBON_TRANSPORT": "store",
+            "CARBON_DATA_DIR": str(tmp / "account"),
+        }))
+
+        # (1) replay, each into a fresh database
+        direct_url = stack.enter_context(fresh_database(server))
+        http_url = stack.enter_context(fresh_database(server))
+        tally_url = stack.enter_context(fresh_database(server))
+        databases = {database_name(u) for u in (account_url, direct_url, http_url, tally_url)}
+        probe = CpuProbe({"account": account.pid}, postmaster=postmaster, databases=databases)
+        direct = rating_projector(direct_url)
+        stack.callback(direct.engine.dispose)
+        via_http = rating_projector(http_url)
+        stack.callback(via_http.engine.dispose)
+        tally = tally_projector(tally_url)
+        stack.callback(tally.engine.dispose)
+        for label, do in (
+            ("rating, direct (store → Projector.handle)", lambda: replay_direct(account_url, direct, probe, "rating, direct (store → Projector.handle)")),
+            ("rating, through GET /v1/events (carbon replay)", lambda: replay_http(account, secret, via_http, probe)),
+            ("tally (peer), direct", lambda: replay_direct(account_url, tally, probe, "tally (peer), direct")),
+        ):
+            result, runs = cleanest(do, lambda r: r.cpu, label)
+            result.runs = runs
+            replays.append(result)
+            console.print(f"  replay {label:<48} {result.events:>9,} events {result.rate:>8,.0f} events/s"
+                          f"  other {result.cpu['other']:.2f} cores")
+            if result.events != total:
+                raise RuntimeError(f"replay {label}: applied {result.events} of {total} events")
+        same = ratings_of(direct) == ratings_of(via_http)
+        if not same:
+            raise RuntimeError("the direct and the HTTP replay produced different ratings")
+        rated = rated_enterprises(via_http)
+        history_rows = len(ratings_of(via_http))
+        console.print(f"  both replays give the same {history_rows:,} rating rows; {rated} of {plan.enterprises} enterprises rated")
+
+        # (2) reads: the replayed PostgreSQL database, then a SQLite copy of it
+        enterprises = [enterprise_id(n) for n in range(plan.enterprises)]
+        sqlite_url = copy_to_sqlite(via_http.engine, tmp / "rating.db")
+        via_http.engine.dispose()
+        for database, url in (("PostgreSQL", http_url), ("SQLite", sqlite_url)):
+            with service("services.rating.api:create_app", {
+                "CARBON_DATABASE_URL": url, "CARBON_JWT_SECRET": secret, "CARBON_TRANSPORT": "store",
+                "CARBON_ACCOUNT_URL": account.url, "CARBON_DATA_DIR": str(tmp / f"rating-{database}"),
+            }) as rating:
+                probe = CpuProbe({"service": rating.pid, "account": account.pid}, postmaster=postmaster,
+                                 databases=databases)
+                points = [("GET /v1/ratings/{id}", build_requests(rating.url, secret, enterprises))]
+                if database == "SQLite":
+                    points.append(("GET /healthz (peer)", build_requests(rating.url, secret, [], "/healthz")))
+                for label, requests in points:
+                    load, runs = cleanest(lambda: drive(label, database, rating.url, requests, plan, probe),
+                                          lambda r: r.cpu, f"{label} on {database}")
+                    load.runs = runs
+                    loads.append(load)
+                    console.print(f"  {label:<22} {database:<10} {load.achieved:>6,.0f} req/s  p50 {load.p(50):6.1f} ms"
+                                  f"  p99 {load.p(99):7.1f} ms  errors {load.errors}  service CPU"
+                                  f" {load.cpu_ms_per_request:.2f} ms/answer  other {load.cpu['other']:.2f} cores")
+        profile = profile_replay(account_url, stack.enter_context(fresh_database(server)), min(plan.profile_events, total))
+    report(replays, loads, profile, plan, total, fill_rate, rated, history_rows, pg, quick)
+
+
+def _cores(cpu: dict[str, float], keys: tuple[str, ...]) -> str:
+    return " / ".join(f"{cpu.get(k, 0):.2f}" for k in keys)
+
+
+def report(replays: list[Replay], loads: list[Load], profile, plan: Plan, total: int, fill_rate: float, rated: int,
+           history_rows: int, pg: dict[str, str], quick: bool) -> None:
+    direct, via_http, tally = replays
+    floor = next(l for l in loads if l.label.startswith("GET /healthz"))
+    reads = [l for l in loads if l is not floor]
+    worst_read = max(reads, key=lambda l: l.p(99))
+
+    replay_header = ["replay", "events", "events/s", "of tally (peer)", "target", "cores bench / pg / account",
+                     "other", "runs"]
+    replay_cells = []
+    for r in replays:
+        target = f"≥ {REPLAY_RATE:,.0f}/s: {verdict(r.rate >= REPLAY_RATE)}" if r is not tally else ""
+        replay_cells.append([r.label, f"{r.events:,}", f"{r.rate:,.0f}" + (" ⚠" if busy_elsewhere(r.cpu) else ""),
+                             f"{r.rate / tally.rate:.3f}×", target, _cores(r.cpu, ("bench", "postgres", "account")),
+                             f"{r.cpu['other']:.2f}", str(r.runs)])
+    read_header = ["request", "database", "offered/s", "answered/s", "requests", "errors", "p50 ms", "p90 ms", "p99 ms",
+                   "max ms", "p99 sent→answer ms", "p99 of /healthz", "target p99", "cores service / client / pg",
+                   "service CPU ms/answer", "other", "runs"]
+    read_cells = []
+    for l in loads:
+        target = f"< {READ_P99_MS:g} ms: {verdict(l.p(99) < READ_P99_MS)}" if l is not floor else ""
+        errors = f"{l.errors}" + (" (" + ", ".join(f"{s}: {n}" for s, n in sorted(l.statuses.items()) if s != 200) + ")"
+                                  if l.errors else "")
+        read_cells.append([
+            l.label, l.database, f"{l.offered:,.0f}", f"{l.achieved:,.0f}", f"{l.sent:,}", errors, f"{l.p(50):.1f}",
+            f"{l.p(90):.1f}", f"{l.p(99):.1f}" + (" ⚠" if busy_elsewhere(l.cpu) else ""), f"{l.p(100):.1f}",
+            f"{percentile(l.service_ms, 99):.1f}", f"{l.p(99) / floor.p(99):.1f}×", target,
+            _cores(l.cpu, ("service", "bench", "postgres")), f"{l.cpu_ms_per_request:.2f}", f"{l.cpu['other']:.2f}",
+            str(l.runs),
+        ])
+    for title, header, cells in (("Rebuilding the rating projection", replay_header, replay_cells),
+                                 (f"Rating reads, open loop at {plan.rate:,.0f} requests/s", read_header, read_cells)):
+        table = Table(title=title)
+        for i, name in enumerate(header):
+            table.add_column(name, justify="left" if i == 0 or name in ("target", "target p99", "database") else "right",
+                             no_wrap=True)
+        for line in cells:
+            table.add_row(*[rich_verdict(c) for c in line])
+        console.print(table)
+    read_met = worst_read.p(99) < READ_P99_MS and worst_read.errors == 0
+    console.print(f"target reads p99 < {READ_P99_MS:g} ms: worst {worst_read.p(99):.1f} ms ({worst_read.database}) "
+                  + rich_verdict(verdict(read_met)))
+    for r in (direct, via_http):
+        console.print(f"target replay ≥ {REPLAY_RATE:,.0f} events/s, {r.label}: {r.rate:,.0f} " + rich_verdict(verdict(r.rate >= REPLAY_RATE)))
+    if profile:
+        console.print("profile of the direct replay (share of time): " + "; ".join(f"{a} {s:.0%}" for a, s in profile[:6]))
+    suspect = [r.label for r in replays if busy_elsewhere(r.cpu)] + [f"{l.label} on {l.database}" for l in loads if busy_elsewhere(l.cpu)]
+    if suspect:
+        console.print(f"[yellow]⚠ something else used over {BUSY_CORES} cores during: {', '.join(suspect)}[/yellow]")
+    if quick:
+        console.print("[dim]--quick: docs/benchmarks.md left as it was[/dim]")
+        return
+
+    million_s = 1_000_000 / direct.rate
+    body = "\n".join([
+        "## Rating: replay and reads (`python -m bench rating`)",
+        "",
+        f"Run {utc_now()} at {source_revision()}, on {machine(pg)}.",
+        "",
+        f"The account log: {plan.enterprises} enterprises, {plan.events_each} events each ({total:,} events, written"
+        f" through the store at {fill_rate:,.0f} events/s): registration, a consent to the bank (`rating:read`,"
+        " `pricing:read`), then quarter after quarter an ActivityReported and scope 1 and scope 2 EmissionRecorded,"
+        f" and each fourth quarter an EmissionVerified of the year. After the replay {rated} of the"
+        f" {plan.enterprises} enterprises are rated, with {history_rows:,} rating changes in all.",
+        "",
+        "### Replay",
+        "",
+        "Each replay starts from an empty PostgreSQL database. *Direct* pages `EventStore.read_all` (1,000 per page)"
+        " into `Projector.handle`, one transaction per page: the projection's own speed. *Through GET /v1/events*"
+        " is `carbon.projection_runtime.replay` against the account service (uvicorn, one process), as `carbon"
+        " replay rating` runs it. Both give the same rating rows, row for row (checked). The peer is the tests'"
+        " tally projection (a read and an upsert per event) on the direct path: the checkpointing loop's ceiling.",
+        "",
+        markdown_table(replay_header, replay_cells, "lrrrlrrr"),
+        "",
+        f"The target speaks of 1,000,000 events: at the direct rate measured here they would take"
+        f" {million_s / 60:,.0f} minutes, so the run replays {total:,} instead; the rate does not fall with the size"
+        " of the log (pages are read by position), but it does with the length of each enterprise's history, which"
+        " every event's rating reads back.",
+        "",
+        "### Reads",
+        "",
+        f"A rating service (uvicorn, one process, store transport following the account service) on the replayed"
+        f" PostgreSQL database, then on a SQLite copy of it (the embedded default). A load generator in this process"
+        f" (asyncio, {CONNECTIONS} keep-alive connections, requests built once) sends `GET /v1/ratings/{{id}}` as the"
+        f" bank, over all {plan.enterprises} enterprises in a shuffled order, at a fixed {plan.rate:,.0f} requests/s"
+        f" for {plan.warmup:g} s of warm-up and {plan.duration:g} s measured, whatever the answers (open loop)."
+        " Latency runs from the moment a request was due, so a service that falls behind shows it; *sent→answer*"
+        " leaves out time queued in the load generator; *answered/s* counts answers that arrived within the window."
+        " *Service CPU ms/answer* is the service process's CPU over the answers: one process (one interpreter lock)"
+        " serves at most 1,000 / that many per second, whatever the rate offered. Each answer is a decision: it is stored with an access-log"
+        " entry for the enterprise, so every read is a write transaction. The peer is the same service's"
+        " `/healthz` (no database, not traced) at the same rate: the HTTP stack and the load generator alone.",
+        "",
+        markdown_table(read_header, read_cells, "llrrrrrrrrrrlrrrr"),
+        "",
+        f"Targets: reads p99 < {READ_P99_MS:g} ms: worst {worst_read.p(99):.1f} ms on {worst_read.database}"
+        f" **{'met' if read_met else 'missed'}**; replay ≥ {REPLAY_RATE:,.0f} events/s: {direct.rate:,.0f} direct"
+        f" **{'met' if direct.rate >= REPLAY_RATE else 'missed'}**, {via_http.rate:,.0f} through HTTP"
+        f" **{'met' if via_http.rate >= REPLAY_RATE else 'missed'}**.",
+        *(["", f"⚠ Something else used over {BUSY_CORES} cores during: {', '.join(suspect)}; those figures are suspect."]
+          if suspect else []),
+        *([
+            "",
+            f"### Profile of the direct replay ({min(plan.profile_events, total):,} events, pyinstrument)",
+            "",
+            "Self time by area, as a share of the replay's wall time:",
+            "",
+            markdown_table(["area", "share"], [[a, f"{s:.0%}"] for a, s in profile if s >= 0.005], "lr"),
+        ] if profile else []),
+    ])
+    figures = {
+        "run": utc_now(), "revision": source_revision(), "machine": machine(pg),
+        "figures": [
+            figure(f"rating reads p99 at {plan.rate:,.0f}/s (worst: {worst_read.database})", worst_read.p(99), "ms",
+                   at_most=READ_P99_MS, suspect=busy_elsewhere(worst_read.cpu),
+                   note=f"{worst_read.errors} errors" if worst_read.errors else ""),
+            *[figure(f"rating reads answered at {l.offered:,.0f}/s offered ({l.database})", l.achieved, "requests/s",
+                     at_least=l.offered * 0.99, suspect=busy_elsewhere(l.cpu)) for l in reads],
+            figure("rating replay, direct", direct.rate, "events/s", at_least=REPLAY_RATE, suspect=busy_elsewhere(direct.cpu)),
+            figure("rating replay, through GET /v1/events", via_http.rate, "events/s", at_least=REPLAY_RATE,
+                   suspect=busy_elsewhere(via_http.cpu)),
+        ],
+        "plot": {
+            "throughput": {f"replay: {r.label}": r.rate for r in replays},
+            "reads_ms": {f"{l.label} ({l.database})": {str(q): round(l.p(q), 1) for q in (50, 90, 99, 99.9, 100)}
+                         for l in loads},
+        },
+    }
+    write_section(NAME, body, figures=figures)
+    console.print(f"[dim]wrote the '{NAME}' section of docs/benchmarks.md[/dim]")
