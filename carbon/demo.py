@@ -118,7 +118,7 @@ class Story:
         if not condition:
             raise StoryDeviation(message)
 
-    def wait_for(self, what: str, probe: Callable[[], Any], timeout_s: float = 20.0) -> Any:
+    def wait_for(self, what: str, probe: Callable[[], Any], timeout_s: float = 45.0) -> Any:
         deadline = time.monotonic() + timeout_s
         while True:
             result = probe()

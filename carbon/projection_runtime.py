@@ -18,7 +18,7 @@ def account_client(settings: PlatformSettings, service_name: str) -> AccountClie
 def source_for(settings: PlatformSettings, projector: Projector, service_name: str) -> EventSource:
     """The configured transport: Kafka consumer group named after the projection, or store catch-up."""
     if settings.transport == "kafka":
-        return KafkaSource(settings.kafka_bootstrap, f"carbon-{projector.name}", settings.kafka_topic)
+        return KafkaSource(settings.kafka_bootstrap, f"{settings.kafka_group_prefix}-{projector.name}", settings.kafka_topic)
     return StoreCatchUpSource(account_client(settings, service_name), after=projector.position())
 
 

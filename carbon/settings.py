@@ -24,6 +24,8 @@ class PlatformSettings(BaseSettings):
     transport: Literal["store", "kafka"] = "store"
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_topic: str = "carbon.account.events.v1"
+    # Consumer groups are "<prefix>-<projection>"; a separate prefix keeps deployments sharing a broker apart.
+    kafka_group_prefix: str = "carbon"
     account_url: str = "http://127.0.0.1:8001"
     jwt_secret: SecretStr | None = None
     # Production identity: tokens of an identity provider, verified against its JWKS (HS256 then refused).

@@ -56,5 +56,6 @@ def test_story_on_postgresql_and_kafka(postgres_server: str) -> None:
     with contextlib.ExitStack() as stack:
         databases = {name: stack.enter_context(fresh_database(postgres_server))
                      for name in ("account", "accounting", "rating", "disclosure")}
-        with platform(databases, transport="kafka", kafka_bootstrap=bootstrap, kafka_topic=topic) as endpoints:
+        with platform(databases, transport="kafka", kafka_bootstrap=bootstrap, kafka_topic=topic,
+                      kafka_group_prefix=f"e2e-{uuid.uuid4().hex[:8]}") as endpoints:
             run_demo(endpoints, SECRET, Console(width=160))
