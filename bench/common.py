@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,17 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else int(os
 # ---- PostgreSQL ------------------------------------------------------------------------------
 
 
+@contextmanager
+def progress_bar(what: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on the console for long work; yields ``advance(n)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
 def server_url() -> str:
     """SQLAlchemy URL of a server where the benchmarks may create and drop databases."""
     explicit = os.environ.get(URL_ENV, "").strip()
@@ -48,6 +60,37 @@ def fresh_database(url: str, prefix: str = "carbon_bench") -> Iterator[str]:
     """An empty database for one workload, so no run inherits another's tables, bloat or caches."""
     with infra.fresh_database(url, prefix) as db_url:
         yield db_url
+
+
+@contextmanager
+def database_from_template(url: str, template: str, build: Callable[[str], None],
+                           prefix: str = "carbon_bench") -> Iterator[str]:
+    """A fresh database copied from a kept template database, which ``build(url)`` fills the first time.
+
+    For a large input that takes minutes to write and that no run changes (the rating benchmark's
+    log): later runs copy it in seconds. The template is marked complete only once ``build`` returned,
+    so an interrupted build is started again; drop ``template`` to rebuild it.
+    """
+    from psycopg import sql
+
+    admin = libpq_url(url)
+    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+        complete = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') = 'complete' FROM pg_database WHERE datname = %s",
+            (template,)).fetchone()
+        if not (complete and complete[0]):
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(template)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(template)))
+            build(make_url(url).set(database=template).render_as_string(hide_password=False))
+            conn.execute(sql.SQL("COMMENT ON DATABASE {} IS 'complete'").format(sql.Identifier(template)))
+    name = f"{prefix}_{uuid.uuid4().hex}"
+    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def libpq_url(url: str) -> str:

@@ -21,6 +21,7 @@ import re
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from bench.common import (
     busy_elsewhere,
     cleanest,
     console,
+    database_from_template,
     database_name,
     figure,
     fresh_database,
@@ -42,6 +44,7 @@ from bench.common import (
     markdown_table,
     percentile,
     postmaster_pid,
+    progress_bar,
     rich_verdict,
     server_facts,
     server_url,
@@ -60,15 +63,17 @@ BANK = "bench-bank"
 
 @dataclass(frozen=True)
 class Plan:
-    enterprises: int = 300
-    events_each: int = 40
+    enterprises: int = 12_500
+    events_each: int = 80  # 12,500 × 80: the log of 1,000,000 events the target speaks of
     rate: float = 500.0  # requests/s
     warmup: float = 2.0
     duration: float = 10.0
-    profile_events: int = 3_000
+    profile_events: int = 30_000
+    peer_events: int = 100_000  # the tally peer replays this much of the log (its rate does not depend on length)
 
 
-FULL, QUICK = Plan(), Plan(enterprises=30, events_each=20, rate=100.0, warmup=0.5, duration=2.0, profile_events=300)
+FULL = Plan()
+QUICK = Plan(enterprises=30, events_each=20, rate=100.0, warmup=0.5, duration=2.0, profile_events=300, peer_events=600)
 CONNECTIONS = 64  # the load generator's keep-alive connections: more than are ever busy at once
 
 METADATA = {"actor": {"sub": "bench", "role": "operator"}}
@@ -84,44 +89,69 @@ def enterprise_id(n: int) -> str:
     return first17 + uscc_check_character(first17)
 
 
-def history(n: int, length: int) -> list:
-    """An enterprise's stream: registration, consent to the bank, then quarter after quarter of reports."""
+def history(n: int, length: int) -> list[list]:
+    """An enterprise's stream, as the appends that write it (events of one append share a knowledge instant).
+
+    Registration with a consent to the bank; then quarter after quarter a report: the activity and the
+    five lines of the quarter's calculation (process, coal, gas and diesel in scope 1, electricity in
+    scope 2), as the accounting service records one; after each fourth quarter the verifier's
+    EmissionVerified of the year, appended on its own.
+    """
     from carbon.eventstore import NewEvent
 
     e = enterprise_id(n)
     industry, unit = ("C3011", "t") if n % 2 else ("D4411", "MWh")
-    events = [
+    appends = [[
         NewEvent("EnterpriseRegistered", {"uscc": e, "name": f"Bench Enterprise {n}", "industry": industry,
                                           "region": "510100"}, METADATA),
         NewEvent("ConsentGranted", {"consent_id": str(uuid.uuid5(uuid.NAMESPACE_URL, e)), "grantee": BANK,
                                     "scopes": ["rating:read", "pricing:read"], "purpose": "sustainability-linked loan",
                                     "expires_at": "2099-01-01T00:00:00Z"}, METADATA),
-    ]
-    k = 0
-    while len(events) < length:
+    ]]
+    k, count = 0, 2
+    while count < length:
         year, quarter = 2022 + k // 4, k % 4 + 1  # the benchmarks start in 2022
         period, seed = f"{year}-Q{quarter}", n * 31 + k
-        events += [
+
+        def line(i: int, scope: int, category: str, tco2e: int, quality: int, ref: str) -> Any:
+            return NewEvent("EmissionRecorded", {
+                "calculation_id": f"calc-{k}-{i}", "period": period, "scope": scope, "category": category,
+                "gas": "CO2", "tco2e": str(tco2e), "factor_ref": ref, "methodology": "GB/T 32150-2015",
+                "data_quality": quality}, METADATA)
+
+        appends.append([
             NewEvent("ActivityReported", {"period": period, "revenue_10k_cny": str(8000 + seed % 5000),
                                           "output": {"quantity": str(200000 + seed % 90000), "unit": unit}}, METADATA),
-            NewEvent("EmissionRecorded", {"calculation_id": f"calc-{k}-1", "period": period, "scope": 1,
-                                          "category": "process", "gas": "CO2", "tco2e": str(30000 + seed * 7919 % 20000),
-                                          "factor_ref": "GB/T 32151.8-2015", "methodology": "GB/T 32151.8-2015",
-                                          "data_quality": 3}, METADATA),
-            NewEvent("EmissionRecorded", {"calculation_id": f"calc-{k}-2", "period": period, "scope": 2,
-                                          "category": "purchased_electricity", "gas": "CO2",
-                                          "tco2e": str(5000 + seed * 31 % 3000), "factor_ref": "MEE 2022 grid",
-                                          "methodology": "GB/T 32150-2015", "data_quality": 2}, METADATA),
-        ]
+            line(1, 1, "process", 20000 + seed * 7919 % 15000, 3, "GB/T 32151.8-2015"),
+            line(2, 1, "fuel_combustion", 8000 + seed * 104729 % 4000, 4, "GB/T 32150-2015 Appendix A: raw coal"),
+            line(3, 1, "fuel_combustion", 1500 + seed * 613 % 900, 4, "GB/T 32150-2015 Appendix A: natural gas"),
+            line(4, 1, "fuel_combustion", 200 + seed * 97 % 150, 3, "GB/T 32150-2015 Appendix A: diesel"),
+            line(5, 2, "purchased_electricity", 5000 + seed * 31 % 3000, 2, "MEE 2022 grid"),
+        ])
         if quarter == 4:
-            events.append(NewEvent("EmissionVerified", {"period": str(year), "verifier": "bench-verifier",
-                                                        "verified_tco2e": str(150000 + seed % 40000),
-                                                        "report_ref": f"VR-{year}-{n}"}, METADATA))
+            appends.append([NewEvent("EmissionVerified", {"period": str(year), "verifier": "bench-verifier",
+                                                          "verified_tco2e": str(150000 + seed % 40000),
+                                                          "report_ref": f"VR-{year}-{n}"}, METADATA)])
+        count += len(appends[-1]) + (len(appends[-2]) if quarter == 4 else 0)
         k += 1
-    return events[:length]
+    cut, kept = length, []
+    for group in appends:  # exactly ``length`` events
+        if cut <= 0:
+            break
+        kept.append(group[:cut])
+        cut -= len(group)
+    return kept
 
 
-def fill(account_url: str, plan: Plan) -> tuple[int, float]:
+HISTORY_VERSION = 2  # change when ``history`` changes: the kept log is rebuilt
+FILL_THREADS = 4
+
+
+def fill(account_url: str, plan: Plan) -> float:
+    """Append the histories quarter by quarter across all enterprises, as a year of reporting goes.
+
+    Returns the rate the log was written at (events/s). Several writer threads, each with its share of
+    the enterprises, so commits overlap."""
     from carbon.db import make_engine
     from carbon.eventstore import EventStore, migrate
 
@@ -129,14 +159,24 @@ def fill(account_url: str, plan: Plan) -> tuple[int, float]:
     try:
         migrate(engine)
         store = EventStore(engine)
+        histories = [(enterprise_id(n), history(n, plan.events_each)) for n in range(plan.enterprises)]
+        rounds = max(len(h) for _, h in histories)
         began = time.perf_counter()
-        for n in range(plan.enterprises):
-            store.append_events(enterprise_id(n), history(n, plan.events_each))
+        with progress_bar("writing the account log", plan.enterprises * plan.events_each) as advance:
+            def write(share: list[tuple[str, list]]) -> None:
+                for step in range(rounds):
+                    for stream_id, appends in share:
+                        if step < len(appends):
+                            store.append_events(stream_id, appends[step])
+                            advance(len(appends[step]))
+
+            with ThreadPoolExecutor(FILL_THREADS) as pool:
+                for done in [pool.submit(write, histories[i::FILL_THREADS]) for i in range(FILL_THREADS)]:
+                    done.result()
         seconds = time.perf_counter() - began
     finally:
         engine.dispose()
-    total = plan.enterprises * plan.events_each
-    return total, total / seconds
+    return plan.enterprises * plan.events_each / seconds
 
 
 # ---- (1) replay ---------------------------------------------------------------------------------
@@ -448,10 +488,14 @@ def run(quick: bool = False) -> None:
     replays: list[Replay] = []
     loads: list[Load] = []
     with ExitStack() as stack:
-        account_url = stack.enter_context(fresh_database(server))
-        total, fill_rate = fill(account_url, plan)
-        console.print(f"  account log: {total:,} events, {plan.enterprises} enterprises × {plan.events_each},"
-                      f" written at {fill_rate:,.0f} events/s")
+        written: list[float] = []
+        template = f"carbon_bench_rating_log_v{HISTORY_VERSION}_{plan.enterprises}x{plan.events_each}"
+        account_url = stack.enter_context(database_from_template(
+            server, template, lambda url: written.append(fill(url, plan))))
+        total = plan.enterprises * plan.events_each
+        fill_rate = written[0] if written else None
+        console.print(f"  account log: {total:,} events, {plan.enterprises:,} enterprises × {plan.events_each}, "
+                      + (f"written at {fill_rate:,.0f} events/s" if fill_rate else f"copied from the kept {template}"))
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         account = stack.enter_context(service("services.account.api:create_app", {
             "CARBON_DATABASE_URL": account_url, "CARBON_JWT_SECRET": secret, "CARBON_TRANSPORT": "store",
@@ -473,14 +517,15 @@ def run(quick: bool = False) -> None:
         for label, do in (
             ("rating, direct (store → Projector.handle)", lambda: replay_direct(account_url, direct, probe, "rating, direct (store → Projector.handle)")),
             ("rating, through GET /v1/events (carbon replay)", lambda: replay_http(account, secret, via_http, probe)),
-            ("tally (peer), direct", lambda: replay_direct(account_url, tally, probe, "tally (peer), direct")),
+            ("tally (peer), direct", lambda: replay_direct(account_url, tally, probe, "tally (peer), direct",
+                                                           limit=min(plan.peer_events, total))),
         ):
             result, runs = cleanest(do, lambda r: r.cpu, label)
             result.runs = runs
             replays.append(result)
             console.print(f"  replay {label:<48} {result.events:>9,} events {result.rate:>8,.0f} events/s"
                           f"  other {result.cpu['other']:.2f} cores")
-            if result.events != total:
+            if result.events != (min(plan.peer_events, total) if label.startswith("tally") else total):
                 raise RuntimeError(f"replay {label}: applied {result.events} of {total} events")
         same = ratings_of(direct) == ratings_of(via_http)
         if not same:

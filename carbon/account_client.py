@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import orjson
 
 from carbon.auth import MintedServiceTokens, ServiceTokens, ServiceTokenUnavailable
 from carbon.errors import Conflict, Forbidden, Invalid, NotFound
@@ -53,7 +54,7 @@ class AccountClient:
                 break
             self._tokens.invalidate()
         if response.status_code < 300:
-            return response.json()
+            return orjson.loads(response.content)
         problem = _problem(response)
         detail = problem.get("detail", response.text[:200])
         match response.status_code:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Iterator
 
+import orjson
 from sqlalchemy import Connection, DateTime, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
@@ -37,14 +38,20 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, hide_parameters=True)
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, hide_parameters=True,
+                               json_deserializer=orjson.loads)
         _configure_sqlite(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                             hide_parameters=True)
+        engine = create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                               hide_parameters=True, json_deserializer=orjson.loads)
+        # Many-row INSERTs (projection batches, checkpoints) as multi-row VALUES statements, as the
+        # psycopg2 dialect does, rather than a pipelined statement per row: the server parses and
+        # plans one statement per thousand rows instead of one per row.
+        engine.dialect.use_insertmanyvalues_wo_returning = True
+        return engine
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:/// or postgresql+psycopg://")
 
 
@@ -106,6 +113,9 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(UTC)
 
 
+UPSERT_PAGE = 100
+
+
 def upsert(conn: Connection, table, rows: list[dict], keys: list[str]) -> None:
     """INSERT … ON CONFLICT (keys) DO UPDATE on both backends."""
     if not rows:
@@ -114,6 +124,9 @@ def upsert(conn: Connection, table, rows: list[dict], keys: list[str]) -> None:
         from sqlalchemy.dialects.sqlite import insert
     else:
         from sqlalchemy.dialects.postgresql import insert
-    statement = insert(table).values(rows)
-    updates = {c: statement.excluded[c] for c in rows[0] if c not in keys}
-    conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))
+    # Multi-row VALUES in pages of a fixed size: one statement per page for the server to plan, and
+    # few distinct statements for SQLAlchemy to compile (its cache is per row count).
+    for start in range(0, len(rows), UPSERT_PAGE):
+        statement = insert(table).values(rows[start:start + UPSERT_PAGE])
+        updates = {c: statement.excluded[c] for c in rows[0] if c not in keys}
+        conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))

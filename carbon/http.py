@@ -8,13 +8,23 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carbon import telemetry
 from carbon.auth import SecretVerifier, TokenVerifier
 from carbon.problems import PROBLEM_JSON, Problem, install_problem_handlers, problem_responses
+
+
+def json_bytes_response(document: Any, status_code: int = 200) -> Response:
+    """A JSON answer encoded with orjson, skipping FastAPI's response-model pass.
+
+    For large pages (a thousand envelopes) validating the answer against its model costs more than
+    reading it; the route keeps ``response_model`` for its OpenAPI document, and its tests check
+    the answers against that schema.
+    """
+    return Response(orjson.dumps(document), status_code=status_code, media_type="application/json")
 
 
 class BodyLimitMiddleware:

@@ -64,13 +64,28 @@ class GapDetected(Exception):
 
 
 class Projection:
-    """A read model. Subclasses name themselves, list their tables and apply one envelope."""
+    """A read model. Subclasses name themselves, list their tables and apply one envelope.
+
+    A batch is applied in one transaction: ``begin_batch``, ``apply`` per new event, then
+    ``end_batch`` (still inside the transaction, before the checkpoints), so a projection may gather
+    the batch's changes in memory and write them once. Should the transaction fail, ``discard`` is
+    called: anything kept in memory from it must be forgotten.
+    """
 
     name: str = "projection"
     tables: Sequence[sa.Table] = ()
 
+    def begin_batch(self, conn: Connection, envelopes: Sequence[dict[str, Any]], applied: dict[str, int]) -> None:
+        """``applied``: each stream's last version already applied (the batch may redeliver some)."""
+
     def apply(self, conn: Connection, envelope: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def end_batch(self, conn: Connection) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
 
     def reset(self, conn: Connection) -> None:
         for table in reversed(list(self.tables)):
@@ -112,46 +127,77 @@ class Projector:
         """Apply a batch in one transaction; redelivered events are skipped."""
         if not envelopes:
             return BatchResult(0, 0, None)
-        with write_transaction(self.engine) as conn:
-            stream_ids = {e["enterprise_id"] for e in envelopes}
-            versions = dict(
-                conn.execute(
-                    select(stream_checkpoints.c.stream_id, stream_checkpoints.c.version).where(
-                        stream_checkpoints.c.projection == self.name, stream_checkpoints.c.stream_id.in_(stream_ids)
-                    )
-                ).all()
-            )
-            changed: dict[str, dict[str, Any]] = {}
-            applied_now: list[dict[str, Any]] = []
-            applied = skipped = 0
-            for envelope in envelopes:
-                stream_id, version = envelope["enterprise_id"], envelope["stream_version"]
-                have = versions.get(stream_id, 0)
-                if version <= have:
-                    skipped += 1
-                    continue
-                if version != have + 1:
-                    raise GapDetected(stream_id, have, version)
-                with telemetry.span_for_event(f"{self.name} apply {envelope.get('type', '')}", envelope, SpanKind.CONSUMER):
+        try:
+            with write_transaction(self.engine) as conn:
+                versions = self._applied_versions(conn, {e["enterprise_id"] for e in envelopes})
+                self.projection.begin_batch(conn, envelopes, versions)
+                if len(envelopes) <= telemetry.SPAN_PER_EVENT_UP_TO:
+                    new, skipped = self._apply_each_traced(conn, envelopes, versions)
+                else:
+                    with telemetry.span_for_events(f"{self.name} apply", list(envelopes), SpanKind.CONSUMER):
+                        new, skipped = self._apply_each(conn, envelopes, versions)
+                self.projection.end_batch(conn)
+                position = self._checkpoint(conn, envelopes, new)
+        except BaseException:
+            self.projection.discard()
+            raise
+        telemetry.record_lags(new, self.name)
+        return BatchResult(len(new), skipped, position)
+
+    def _applied_versions(self, conn: Connection, stream_ids: set[str]) -> dict[str, int]:
+        return dict(conn.execute(
+            select(stream_checkpoints.c.stream_id, stream_checkpoints.c.version).where(
+                stream_checkpoints.c.projection == self.name, stream_checkpoints.c.stream_id.in_(stream_ids))
+        ).all())
+
+    @staticmethod
+    def _next(envelope: dict[str, Any], versions: dict[str, int]) -> bool:
+        """Whether the event is new (and due); raises on a gap. Advances ``versions`` when new."""
+        stream_id, version = envelope["enterprise_id"], envelope["stream_version"]
+        have = versions.get(stream_id, 0)
+        if version <= have:
+            return False
+        if version != have + 1:
+            raise GapDetected(stream_id, have, version)
+        versions[stream_id] = version
+        return True
+
+    def _apply_each(self, conn: Connection, envelopes: Sequence[dict[str, Any]],
+                    versions: dict[str, int]) -> tuple[list[dict[str, Any]], int]:
+        new: list[dict[str, Any]] = []
+        apply, due = self.projection.apply, self._next
+        for envelope in envelopes:
+            if due(envelope, versions):
+                apply(conn, envelope)
+                new.append(envelope)
+        return new, len(envelopes) - len(new)
+
+    def _apply_each_traced(self, conn: Connection, envelopes: Sequence[dict[str, Any]],
+                           versions: dict[str, int]) -> tuple[list[dict[str, Any]], int]:
+        new: list[dict[str, Any]] = []
+        for envelope in envelopes:
+            if self._next(envelope, versions):
+                with telemetry.span_for_event(f"{self.name} apply {envelope.get('type', '')}", envelope,
+                                              SpanKind.CONSUMER):
                     self.projection.apply(conn, envelope)
-                versions[stream_id] = version
-                if "recorded_at" in envelope:
-                    applied_now.append(envelope)
-                changed[stream_id] = {"projection": self.name, "stream_id": stream_id, "version": version,
-                                      "position": envelope["position"]}
-                applied += 1
-            upsert(conn, stream_checkpoints, list(changed.values()), ["projection", "stream_id"])
-            head = conn.execute(
-                select(projection_heads.c.position, projection_heads.c.applied).where(projection_heads.c.projection == self.name)
-            ).first()
-            top = max(e["position"] for e in envelopes)
-            position = max(top, head.position) if head else top
-            upsert(conn, projection_heads, [{"projection": self.name, "position": position,
-                                             "applied": (head.applied if head else 0) + applied,
-                                             "updated_at": datetime.now(UTC)}], ["projection"])
-        for envelope in applied_now:
-            telemetry.record_lag(envelope, self.name)
-        return BatchResult(applied, skipped, position)
+                new.append(envelope)
+        return new, len(envelopes) - len(new)
+
+    def _checkpoint(self, conn: Connection, envelopes: Sequence[dict[str, Any]], new: list[dict[str, Any]]) -> int:
+        """Each stream's last applied version, and the head: the highest position seen (applied or not)."""
+        changed = {e["enterprise_id"]: e for e in new}
+        upsert(conn, stream_checkpoints, [
+            {"projection": self.name, "stream_id": stream_id, "version": e["stream_version"], "position": e["position"]}
+            for stream_id, e in changed.items()], ["projection", "stream_id"])
+        head = conn.execute(
+            select(projection_heads.c.position, projection_heads.c.applied).where(projection_heads.c.projection == self.name)
+        ).first()
+        top = max(e["position"] for e in envelopes)
+        position = max(top, head.position) if head else top
+        upsert(conn, projection_heads, [{"projection": self.name, "position": position,
+                                         "applied": (head.applied if head else 0) + len(new),
+                                         "updated_at": datetime.now(UTC)}], ["projection"])
+        return position
 
     def reset(self) -> None:
         """Forget everything: the read model and the checkpoints (then replay rebuilds it)."""

@@ -101,6 +101,49 @@ def span_for_event(name: str, envelope: dict[str, Any], kind: SpanKind) -> Itera
         yield span
 
 
+# Up to this many events a projection batch gets a span per event, continuing each event's trace;
+# a larger batch (catch-up, replay) gets one span linked to the events' traces, as OpenTelemetry's
+# messaging conventions do for batch processing: a span per event would cost more than applying it.
+SPAN_PER_EVENT_UP_TO = 16
+MAX_LINKS = 128  # the SDK's default span limit
+
+
+def _remote_span_context(traceparent: str) -> trace.SpanContext | None:
+    """A W3C ``traceparent`` (version 00) as a remote span context; None when it does not parse."""
+    parts = traceparent.split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) != 2:
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    return trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags))
+
+
+@contextmanager
+def span_for_events(name: str, envelopes: list[dict[str, Any]], kind: SpanKind) -> Iterator[trace.Span]:
+    """One span for a batch of events, linked to the traces they were appended in (distinct, at most 128)."""
+    links: list[trace.Link] = []
+    seen: set[str] = set()
+    for envelope in envelopes:
+        traceparent = (envelope.get("metadata") or {}).get("traceparent")
+        if not traceparent or traceparent in seen:
+            continue
+        seen.add(traceparent)
+        if (span_context := _remote_span_context(traceparent)) is not None:
+            links.append(trace.Link(span_context))
+            if len(links) == MAX_LINKS:
+                break
+    with tracer.start_as_current_span(name, context=context.Context(), kind=kind, links=links, attributes={
+        "messaging.batch.message_count": len(envelopes),
+        "carbon.position.first": envelopes[0].get("position", 0) if envelopes else 0,
+        "carbon.position.last": envelopes[-1].get("position", 0) if envelopes else 0,
+    }) as span:
+        yield span
+
+
 # ---- metrics ---------------------------------------------------------------------------------
 
 events_appended = meter.create_counter("carbon.events.appended", unit="{event}", description="events appended to the store")
@@ -125,6 +168,14 @@ def observe_outbox_backlog(read_backlog: Callable[[], int]) -> None:
                                   description="events committed but not yet acknowledged by Kafka")
 
 
-def record_lag(envelope: dict[str, Any], projection: str) -> None:
-    recorded = datetime.fromisoformat(envelope["recorded_at"].replace("Z", "+00:00"))
-    projection_lag.record((datetime.now(UTC) - recorded).total_seconds(), {"projection": projection})
+def record_lags(envelopes: list[dict[str, Any]], projection: str) -> None:
+    """Each applied event's lag from its commit; events of one append share their ``recorded_at``."""
+    now, attributes = datetime.now(UTC), {"projection": projection}
+    lags: dict[str, float] = {}
+    for envelope in envelopes:
+        text = envelope.get("recorded_at")
+        if text is None:
+            continue
+        if (lag := lags.get(text)) is None:
+            lag = lags[text] = (now - datetime.fromisoformat(text.replace("Z", "+00:00"))).total_seconds()
+        projection_lag.record(lag, attributes)

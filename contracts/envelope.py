@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -20,6 +21,7 @@ GENESIS_HASH = "0" * 64
 _HASH = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256, lowercase hex")]
 
 
+@lru_cache(maxsize=1024)  # the events of one append share their time; pages repeat it
 def format_time(moment: datetime) -> str:
     # Always microseconds: the one textual form of a recorded time, so a dumped
     # envelope is byte-for-byte what was hashed.

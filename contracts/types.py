@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Annotated, Any
 
 from pydantic import (
@@ -217,6 +218,7 @@ _PERIOD_RE = re.compile(r"([0-9]{4})(?:-Q([0-9])|-([0-9]{2}))?")
 _PERIOD_MESSAGE = "period must be 'YYYY', 'YYYY-Qn' or 'YYYY-MM' (e.g. '2024', '2024-Q3', '2024-07')"
 
 
+@lru_cache(maxsize=4096)  # few distinct periods, parsed for every line a rating reads
 def _parse_period(p: str) -> tuple[int, int | None, int | None]:
     """(year, quarter, month) with at most one of quarter and month set."""
     m = _PERIOD_RE.fullmatch(p)

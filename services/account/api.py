@@ -15,7 +15,7 @@ from carbon import telemetry
 from carbon.auth import CurrentPrincipal
 from carbon.db import MAX_POSITION, MAX_VERSION, make_engine
 from carbon.eventstore import MAX_EVENTS_PER_APPEND, EventStore, migrate
-from carbon.http import create_service_app
+from carbon.http import create_service_app, json_bytes_response
 from carbon.problems import AUTHENTICATED, WITH_BODY, problem_responses
 from contracts import Scope
 from contracts.examples import CEMENT_MAKER_USCC, EXAMPLE_EVENT_DATA
@@ -160,7 +160,8 @@ def read_events(
     page = accounts.read_events(principal, enterprise_id, from_version, limit + 1)
     more = len(page) > limit
     page = page[:limit]
-    return {"events": [e.envelope() for e in page], "next": page[-1].stream_version + 1 if more else None}
+    return json_bytes_response({"events": [e.envelope() for e in page],
+                                "next": page[-1].stream_version + 1 if more else None})
 
 
 @router.post("/enterprises/{enterprise_id}/consents", status_code=201, summary="Grant a party consent",
@@ -209,7 +210,7 @@ def read_log(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> Any:
     page = accounts.read_log(principal, after, limit)
-    return {"events": [e.envelope() for e in page], "next": page[-1].position if page else after}
+    return json_bytes_response({"events": [e.envelope() for e in page], "next": page[-1].position if page else after})
 
 
 def create_app(settings: AccountSettings | None = None) -> FastAPI:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from typing import Any
 
 from contracts.types import period_year
@@ -132,6 +133,7 @@ def pcaf_score(verified: bool, weighted_quality: Decimal | None) -> int:
 _PERIOD = re.compile(r"([0-9]{4})(?:-Q([1-4])|-([0-9]{2}))?")
 
 
+@lru_cache(maxsize=4096)  # a handful of distinct periods, asked about for every line
 def period_months(period: str) -> frozenset[int]:
     """The calendar months (1–12) a period covers within its year."""
     match = _PERIOD.fullmatch(period)
@@ -209,6 +211,39 @@ class Facts:
     verifications: dict[str, Verification] = field(default_factory=dict)  # period → latest verification
     reductions: dict[str, dict[str, ReductionUnit]] = field(default_factory=dict)  # project → period → unit
     retirements: list[Retirement] = field(default_factory=list)
+    # Derived, never stored: the current lines by year, and each year's figures until an event touches
+    # that year — a rating reads a few years, and must not rescan a long history for each event.
+    _by_year: dict[int, dict[str, EmissionLine]] | None = field(default=None, repr=False, compare=False)
+    _years: dict[int, YearEmissions] = field(default_factory=dict, repr=False, compare=False)
+    _activity: dict[int, Activity | None] = field(default_factory=dict, repr=False, compare=False)
+
+    def lines_of(self, year: int) -> Iterable[EmissionLine]:
+        return self._lines_by_year().get(year, {}).values()
+
+    def line_years(self) -> Iterable[int]:
+        return (y for y, lines in self._lines_by_year().items() if lines)
+
+    def _lines_by_year(self) -> dict[int, dict[str, EmissionLine]]:
+        if self._by_year is None:
+            self._by_year = {}
+            for event_id, line in self.lines.items():
+                self._by_year.setdefault(period_year(line.period), {})[event_id] = line
+        return self._by_year
+
+    def _add_line(self, event_id: str, line: EmissionLine) -> None:
+        self.lines[event_id] = line
+        year = period_year(line.period)
+        self._years.pop(year, None)
+        if self._by_year is not None:
+            self._by_year.setdefault(year, {})[event_id] = line
+
+    def _drop_line(self, event_id: str) -> None:
+        line = self.lines.pop(event_id, None)
+        if line is not None:
+            year = period_year(line.period)
+            self._years.pop(year, None)
+            if self._by_year is not None:
+                self._by_year.get(year, {}).pop(event_id, None)
 
     def apply(self, event_type: str, data: Any, event_id: str) -> bool:
         """Evolve by one event (typed ``data`` from ``contracts``); False when the rating cannot change."""
@@ -218,15 +253,17 @@ class Facts:
             case "ActivityReported":
                 # A later report for the same period is a correction.
                 self.activities[data.period] = Activity(data.revenue_10k_cny, data.output.quantity, data.output.unit)
+                self._activity.pop(period_year(data.period), None)
             case "EmissionRecorded":
                 if data.supersedes is not None:
-                    self.lines.pop(str(data.supersedes), None)
-                self.lines[event_id] = EmissionLine(data.period, data.scope, data.tco2e, data.data_quality)
+                    self._drop_line(str(data.supersedes))
+                self._add_line(event_id, EmissionLine(data.period, data.scope, data.tco2e, data.data_quality))
                 for period, verification in self.verifications.items():
                     if periods_overlap(period, data.period):  # also a year's line against a quarter's check
-                        verification.stale = True
+                        verification.stale = True  # the same year as the line's: its figures are gone already
             case "EmissionVerified":
                 self.verifications[data.period] = Verification(data.verified_tco2e, data.verifier, data.report_ref)
+                self._years.pop(period_year(data.period), None)
             case "ReductionRecorded":
                 # A new recording replaces the unit, and with it any verification of the old figure.
                 self.reductions.setdefault(data.project_id, {})[data.period] = ReductionUnit(data.reduction_tco2e)
@@ -333,7 +370,13 @@ def verified_emissions(facts: Facts, year: int) -> VerifiedFigure | None:
 
 
 def year_emissions(facts: Facts, year: int) -> YearEmissions:
-    lines = [l for l in facts.lines.values() if period_year(l.period) == year]
+    if (known := facts._years.get(year)) is None:
+        known = facts._years[year] = _year_emissions(facts, year)
+    return known
+
+
+def _year_emissions(facts: Facts, year: int) -> YearEmissions:
+    lines = list(facts.lines_of(year))
     direct = [l for l in lines if l.scope in (1, 2)]
     reported = sum((l.tco2e for l in direct), ZERO)
     months = frozenset(m for l in direct for m in period_months(l.period))
@@ -351,6 +394,12 @@ def year_emissions(facts: Facts, year: int) -> YearEmissions:
 
 def year_activity(facts: Facts, year: int) -> Activity | None:
     """The year's revenue and output: an annual report, else four quarters, else twelve months."""
+    if year not in facts._activity:
+        facts._activity[year] = _year_activity(facts, year)
+    return facts._activity[year]
+
+
+def _year_activity(facts: Facts, year: int) -> Activity | None:
     if (annual := facts.activities.get(str(year))) is not None:
         return annual
     for parts in ([f"{year}-Q{q}" for q in range(1, 5)], [f"{year}-{m:02d}" for m in range(1, 13)]):
@@ -464,7 +513,7 @@ def rate(facts: Facts, at: datetime, benchmarks: BenchmarkTable) -> Rating:
     missing: list[Missing] = []
     if facts.industry is None:
         missing.append(Missing("registration", "the account's registration (industry) has not been received"))
-    years = sorted({period_year(l.period) for l in facts.lines.values()}, reverse=True)
+    years = sorted(facts.line_years(), reverse=True)
     # A year still running cannot be complete, whatever was recorded for it in advance.
     ended = [y for y in years if y < at.year]
     complete = [y for y in ended if year_emissions(facts, y).complete]

@@ -1,21 +1,32 @@
 """The rating projection: folds every account event into per-enterprise facts and keeps each rating change.
 
-Each rating row carries the ``recorded_at`` (knowledge time) and position of the event that produced
-it; the methodology sees only the events and that time, never the clock, so a replay reproduces
-every row. Consents are projected alongside, for the service's consent checks.
+A rating speaks for a knowledge instant: the ``recorded_at`` of an append, which every event of
+that append shares. So the history holds, per instant at which the rating changed, the rating after
+*all* of that instant's events, stamped with the position of the last of them; an ``as_of`` query
+can only ever fall between two instants. The methodology sees only the events and that time, never
+the clock, so a replay reproduces every row, however the log is cut into batches.
+
+Each batch is folded in memory and written once at its end (facts and new rating rows per
+enterprise, in the batch's transaction). Between batches the projection keeps what it knows of
+recently seen enterprises, checked against the stream version it reflects, so following the log
+does not read back and rewrite an enterprise's facts for every event. Consents are projected
+alongside, for the service's consent checks.
 """
 
 from __future__ import annotations
 
-import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+import orjson
+from sqlalchemy import Connection, Engine, bindparam, func, select
 
 from carbon.consent_projection import apply_consent_event
-from carbon.db import make_engine
+from carbon.db import make_engine, upsert
 from carbon.migrate import upgrade
 from carbon.projection import Projection, Projector
 from contracts import EVENT_TYPES
@@ -24,6 +35,9 @@ from services.rating.config import BenchmarkTable
 from services.rating.schema import PROJECTION_TABLES, rating_facts, ratings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+# Enterprises whose facts stay in memory between batches (least recently seen go first).
+CACHED_ENTERPRISES = 20_000
 
 
 def migrate(engine: Engine) -> None:
@@ -35,48 +49,201 @@ def _time(text: str) -> datetime:
 
 
 def canonical(document: Any) -> str:
-    """The one textual form of a stored JSON document (so equal ratings compare equal as text)."""
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=str)
+    """The one textual form of a stored JSON document (so equal ratings compare equal as text).
+
+    Compact, UTF-8 as is, keys in the order given; anything not JSON (a decimal, a date) as ``str()``.
+    """
+    return orjson.dumps(document, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
+
+
+@dataclass(slots=True)
+class _Row:
+    """One row of an enterprise's rating history, as the projection last knew or changed it."""
+
+    seq: int
+    recorded_at: datetime
+    position: int
+    stream_version: int
+    status: str
+    grade: str | None
+    score: int | None
+    body: str
+    stored: bool  # the row exists in the database (as of the batch's start or its last write)
+    changed: bool = False  # stored, and updated in this batch
+    dropped: bool = False
+
+    def values(self, enterprise_id: str) -> dict[str, Any]:
+        return {"enterprise_id": enterprise_id, "seq": self.seq, "recorded_at": self.recorded_at,
+                "position": self.position, "stream_version": self.stream_version, "status": self.status,
+                "grade": self.grade, "score": self.score, "body": self.body}
+
+
+@dataclass(slots=True)
+class _Instant:
+    """The latest rating event of an enterprise whose instant has not been rated yet."""
+
+    recorded_at: str
+    position: int
+    stream_version: int
+
+
+@dataclass(slots=True)
+class _Account:
+    """What the projection knows of one enterprise, as of stream ``version``."""
+
+    version: int
+    facts: domain.Facts
+    tail: list[_Row]  # the last two rows of its rating history, oldest first
+    stored: bool  # a facts row exists
+    dirty: bool = False  # facts changed in this batch
+    pending: _Instant | None = None
+
+
+@dataclass(slots=True)
+class _Batch:
+    accounts: dict[str, _Account] = field(default_factory=dict)  # touched by rating events
+    rows: list[tuple[str, _Row]] = field(default_factory=list)  # rows added or changed
+    deleted: list[tuple[str, int]] = field(default_factory=list)
+
+
+_update_rating = (
+    ratings.update()
+    .where(ratings.c.enterprise_id == bindparam("e_id"), ratings.c.seq == bindparam("e_seq"))
+    .values(position=bindparam("position"), stream_version=bindparam("stream_version"),
+            status=bindparam("status"), grade=bindparam("grade"), score=bindparam("score"), body=bindparam("body"))
+)
+_delete_rating = ratings.delete().where(ratings.c.enterprise_id == bindparam("e_id"),
+                                        ratings.c.seq == bindparam("e_seq"))
 
 
 class RatingProjection(Projection):
     name = "rating"
     tables = PROJECTION_TABLES
 
-    def __init__(self, benchmarks: BenchmarkTable) -> None:
+    def __init__(self, benchmarks: BenchmarkTable, cached_enterprises: int = CACHED_ENTERPRISES) -> None:
         self.benchmarks = benchmarks
+        self.cached_enterprises = cached_enterprises
+        self._known: OrderedDict[str, _Account] = OrderedDict()
+        self._batch = _Batch()
+
+    # ---- the batch ---------------------------------------------------------------------------
+
+    def begin_batch(self, conn: Connection, envelopes: Sequence[dict[str, Any]], applied: dict[str, int]) -> None:
+        self._batch = _Batch()
+        # Read, in two statements, every enterprise this batch will rate that is not in memory.
+        wanted = {e["enterprise_id"] for e in envelopes if e["type"] in domain.RATING_EVENTS} - self._known.keys()
+        if wanted:
+            self._load(conn, wanted, {e: applied.get(e, 0) for e in wanted})
 
     def apply(self, conn: Connection, envelope: dict[str, Any]) -> None:
-        if apply_consent_event(conn, envelope):
-            return
+        enterprise_id, version = envelope["enterprise_id"], envelope["stream_version"]
+        account = self._known.get(enterprise_id)
+        if account is not None and account.version != version - 1:
+            # Not the state this event follows (another process applied events meanwhile): read it again.
+            del self._known[enterprise_id]
+            account = None
         event_type = envelope["type"]
-        if event_type not in domain.RATING_EVENTS:
-            return  # asset movements and unknown types do not enter the rating
-        enterprise_id = envelope["enterprise_id"]
+        if apply_consent_event(conn, envelope) or event_type not in domain.RATING_EVENTS:
+            if account is not None:
+                account.version = version  # asset movements and consents do not enter the rating
+            return
+        if account is None:
+            self._load(conn, {enterprise_id}, {enterprise_id: version - 1})
+            account = self._known[enterprise_id]
+        recorded_at = envelope["recorded_at"]
+        if account.pending is not None and account.pending.recorded_at != recorded_at:
+            self._rate(enterprise_id, account)
         data = EVENT_TYPES[event_type].model_validate(envelope["data"])
-        row = conn.execute(select(rating_facts.c.facts).where(rating_facts.c.enterprise_id == enterprise_id)).first()
-        facts = domain.Facts.from_json(json.loads(row.facts)) if row else domain.Facts(enterprise_id)
-        facts.apply(event_type, data, envelope["event_id"])
-        document = canonical(facts.to_json())
-        if row:
-            conn.execute(rating_facts.update().where(rating_facts.c.enterprise_id == enterprise_id).values(facts=document))
-        else:
-            conn.execute(rating_facts.insert().values(enterprise_id=enterprise_id, facts=document))
+        account.facts.apply(event_type, data, envelope["event_id"])
+        account.version, account.dirty = version, True
+        account.pending = _Instant(recorded_at, envelope["position"], version)
+        self._batch.accounts[enterprise_id] = account
 
-        at = _time(envelope["recorded_at"])
-        rating = domain.rate(facts, at, self.benchmarks)
+    def end_batch(self, conn: Connection) -> None:
+        batch = self._batch
+        for enterprise_id, account in batch.accounts.items():
+            if account.pending is not None:
+                self._rate(enterprise_id, account)
+        if batch.deleted:
+            conn.execute(_delete_rating, [{"e_id": e, "e_seq": seq} for e, seq in batch.deleted])
+        updates = [{"e_id": e, "e_seq": r.seq, **r.values(e)} for e, r in batch.rows if r.changed and not r.dropped]
+        if updates:
+            conn.execute(_update_rating, updates)
+        inserts = [r.values(e) for e, r in batch.rows if not r.stored and not r.dropped]
+        if inserts:
+            conn.execute(ratings.insert(), inserts)
+        facts = [{"enterprise_id": e, "facts": canonical(a.facts.to_json())}
+                 for e, a in batch.accounts.items() if a.dirty]
+        upsert(conn, rating_facts, facts, ["enterprise_id"])
+        for _, row in batch.rows:
+            row.stored, row.changed = True, False
+        for account in batch.accounts.values():
+            account.stored, account.dirty = True, False
+        while len(self._known) > self.cached_enterprises:
+            self._known.popitem(last=False)
+        self._batch = _Batch()
+
+    def discard(self) -> None:
+        # The transaction rolled back: what memory holds may be ahead of the database.
+        self._known.clear()
+        self._batch = _Batch()
+
+    def reset(self, conn: Connection) -> None:
+        super().reset(conn)
+        self.discard()
+
+    # ---- reading and rating --------------------------------------------------------------------
+
+    def _load(self, conn: Connection, enterprise_ids: set[str], versions: dict[str, int]) -> None:
+        facts = {r.enterprise_id: r.facts for r in conn.execute(
+            select(rating_facts.c.enterprise_id, rating_facts.c.facts)
+            .where(rating_facts.c.enterprise_id.in_(enterprise_ids)))}
+        tails: dict[str, list[_Row]] = {e: [] for e in enterprise_ids}
+        if facts:  # without facts there is no history either
+            newest = func.row_number().over(partition_by=ratings.c.enterprise_id, order_by=ratings.c.seq.desc())
+            ranked = select(ratings, newest.label("newest")).where(ratings.c.enterprise_id.in_(facts)).subquery()
+            for r in conn.execute(select(ranked).where(ranked.c.newest <= 2)
+                                  .order_by(ranked.c.enterprise_id, ranked.c.seq)):
+                tails[r.enterprise_id].append(_Row(r.seq, r.recorded_at, r.position, r.stream_version, r.status,
+                                                   r.grade, r.score, r.body, stored=True))
+        for enterprise_id in enterprise_ids:
+            document = facts.get(enterprise_id)
+            self._known[enterprise_id] = _Account(
+                versions[enterprise_id],
+                domain.Facts.from_json(orjson.loads(document)) if document else domain.Facts(enterprise_id),
+                tails[enterprise_id][-2:], stored=document is not None)
+
+    def _rate(self, enterprise_id: str, account: _Account) -> None:
+        """Rate the pending instant; history keeps one row per instant at which the rating changed."""
+        instant, account.pending = account.pending, None
+        assert instant is not None
+        at = _time(instant.recorded_at)
+        rating = domain.rate(account.facts, at, self.benchmarks)
         body = canonical(rating.to_dict())
-        last = conn.execute(
-            select(ratings.c.seq, ratings.c.body).where(ratings.c.enterprise_id == enterprise_id)
-            .order_by(ratings.c.seq.desc()).limit(1)
-        ).first()
+        tail, batch = account.tail, self._batch
+        last = tail[-1] if tail else None
+        if last is not None and last.recorded_at == at:
+            # The same instant rated again (a batch ended inside its append): its rating is the last one.
+            before = tail[-2].body if len(tail) > 1 else None
+            if body == before:  # back to what it was before the instant: the instant changed nothing
+                tail.pop()
+                last.dropped = True
+                if last.stored:
+                    batch.deleted.append((enterprise_id, last.seq))
+                return
+            last.position, last.stream_version, last.body = instant.position, instant.stream_version, body
+            last.status, last.grade, last.score = rating.status, rating.grade, rating.score
+            if last.stored and not last.changed:
+                last.changed = True
+                batch.rows.append((enterprise_id, last))
+            return
         if last is not None and last.body == body:
-            return  # the event changed nothing the rating shows: history keeps only changes
-        conn.execute(ratings.insert().values(
-            enterprise_id=enterprise_id, seq=(last.seq if last else 0) + 1, recorded_at=at,
-            position=envelope["position"], stream_version=envelope["stream_version"], status=rating.status,
-            grade=rating.grade, score=rating.score, body=body,
-        ))
+            return  # nothing the rating shows changed
+        row = _Row((last.seq if last else 0) + 1, at, instant.position, instant.stream_version, rating.status,
+                   rating.grade, rating.score, body, stored=False)
+        tail.append(row)
+        del tail[:-2]
+        batch.rows.append((enterprise_id, row))
 
 
 def build_projector(engine: Engine, benchmarks: BenchmarkTable) -> Projector:

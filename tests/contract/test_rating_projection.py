@@ -34,9 +34,11 @@ class Log:
         self.clock = T0
         self.events: list[dict] = []
 
-    def add(self, enterprise: str, event_type: str, **data) -> dict:
+    def add(self, enterprise: str, event_type: str, *, same_append: bool = False, **data) -> dict:
+        """An event; ``same_append``: written in the same append as the one before (same knowledge instant)."""
         self.versions[enterprise] = self.versions.get(enterprise, 0) + 1
-        self.clock += timedelta(hours=1)
+        if not same_append:
+            self.clock += timedelta(hours=1)
         envelope = {"event_id": str(uuid.uuid4()), "type": event_type, "schema_version": 1,
                     "enterprise_id": enterprise, "stream_version": self.versions[enterprise],
                     "position": next(self.positions), "recorded_at": format_time(self.clock), "data": data,
@@ -124,6 +126,83 @@ def test_only_rating_changes_enter_the_history_with_their_knowledge_time(project
     # The consent and the asset acquisition change no rating, so they leave no row.
     assert "ConsentGranted" not in causes and "CarbonAssetAcquired" not in causes
     assert causes[-2:] == ["EmissionVerified", "CreditsRetired"]
+
+
+def appends_story(log: Log) -> None:
+    """Appends of several events, one of which changes the rating only half way through."""
+    story(log)
+    line = dict(gas="CO2", factor_ref="f", methodology="m", data_quality=3)
+    log.add(POWER, "ActivityReported", period="2023", revenue_10k_cny="180000",
+            output={"quantity": "4500000", "unit": "MWh"})
+    log.add(POWER, "EmissionRecorded", same_append=True, calculation_id="p0", period="2023", scope=1,
+            category="fuel_combustion", tco2e="3600000", **line)
+    log.add(POWER, "EmissionRecorded", same_append=True, calculation_id="p0b", period="2023", scope=2,
+            category="purchased_electricity", tco2e="20000", **line)
+    extra = log.add(POWER, "EmissionRecorded", calculation_id="p2", period="2024", scope=2,
+                    category="purchased_electricity", tco2e="10000", **line)
+    # Withdrawn in the same append: the instant ends where it began, so it leaves no row.
+    log.add(POWER, "EmissionRecorded", same_append=True, calculation_id="p3", period="2024", scope=2,
+            category="purchased_electricity", tco2e="0", supersedes=extra["event_id"], **line)
+    log.add(CEMENT, "CarbonAssetAcquired", asset="CCER", batch="c", quantity_t="50", source="issuance")
+    log.add(CEMENT, "CreditsRetired", same_append=True, asset="CCER", batch="c", quantity_t="50", period="2024",
+            purpose="p", retirement_ref="r2")
+
+
+def test_a_rating_speaks_for_an_instant_however_batches_cut_the_appends(projector: Projector) -> None:
+    log = Log()
+    appends_story(log)
+    projector.handle(log.events)
+    whole = snapshot(projector)
+    # One row per instant at which the rating changed, stamped with the instant's last rating event.
+    instants = [(r[0], r[2]) for r in whole]
+    assert len(instants) == len(set(instants))
+    last_of_instant = {}
+    for e in log.events:
+        if e["type"] not in ("ConsentGranted", "CarbonAssetAcquired"):
+            last_of_instant[(e["enterprise_id"], e["recorded_at"])] = e["position"]
+    assert all(r[3] == last_of_instant[(r[0], format_time(r[2]))] for r in whole)
+    withdrawn = next(e for e in log.events if e["data"].get("calculation_id") == "p3")
+    assert withdrawn["recorded_at"] not in {format_time(r[2]) for r in whole}
+    for size in (1, 2, 3, 5):
+        projector.reset()
+        for start in range(0, len(log.events), size):
+            projector.handle(log.events[start:start + size])
+        assert snapshot(projector) == whole, f"batches of {size}"
+    for cut in range(1, len(log.events)):  # every place a batch boundary can fall
+        projector.reset()
+        projector.handle(log.events[:cut])
+        projector.handle(log.events[cut:])
+        assert snapshot(projector) == whole, f"cut after event {cut}"
+
+
+def test_two_projectors_taking_turns_on_one_database_agree_with_one(database_url: str, projector: Projector) -> None:
+    log = Log()
+    appends_story(log)
+    projector.handle(log.events)
+    whole = snapshot(projector)
+    projector.reset()
+    other = create_projector(database_url)  # another process: its memory knows nothing of the first's batches
+    try:
+        for turn, start in enumerate(range(0, len(log.events), 2)):
+            (projector if turn % 2 == 0 else other).handle(log.events[start:start + 2])
+        assert snapshot(projector) == whole
+    finally:
+        other.engine.dispose()
+
+
+def test_a_failed_batch_leaves_nothing_behind_in_memory_either(projector: Projector) -> None:
+    log = Log()
+    appends_story(log)
+    projector.handle(log.events)
+    whole = snapshot(projector)
+    projector.reset()
+    projector.handle(log.events[:4])
+    # The cement's last event without the one before it: a gap, found after five events were applied.
+    assert log.events[-1]["stream_version"] == log.events[-2]["stream_version"] + 1
+    with pytest.raises(GapDetected):
+        projector.handle([*log.events[4:9], log.events[-1]])
+    projector.handle(log.events[4:])
+    assert snapshot(projector) == whole
 
 
 def test_a_gap_is_refused(projector: Projector) -> None:
