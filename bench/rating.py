@@ -3,7 +3,7 @@
 One account database on PostgreSQL is filled through the store with the histories of a few hundred
 enterprises (registered, consent to a bank, quarterly activity and scope 1 and 2 emissions, yearly
 verifications), then:
-  (1) replay: the rating projection rebuilt from that log, directly (pages of ``EventStore.read_all``
+  (1) replay: the rating projection rebuilt from that log, directly (pages of ``EventStore.read_all_envelopes``
       into ``Projector.handle``: the projection's own speed) and as ``carbon replay rating`` does it
       (``carbon.projection_runtime.replay`` through the account service's ``GET /v1/events``); the
       peer is the tests' tally projection replayed directly (the same loop and checkpoints, almost
@@ -222,11 +222,11 @@ def replay_direct(account_url: str, projector, probe: CpuProbe, label: str, limi
         projector.reset()
         applied, after = 0, None
         before, began = probe.sample(), time.perf_counter()
-        while page := store.read_all(after, limit=1000):
+        while page := store.read_all_envelopes(after, limit=1000):
             if limit is not None:
                 page = page[: limit - applied]
-            applied += projector.handle([e.envelope() for e in page]).applied
-            after = page[-1].position
+            applied += projector.handle(page).applied
+            after = page[-1]["position"]
             if limit is not None and applied >= limit:
                 break
         seconds = time.perf_counter() - began
@@ -631,7 +631,7 @@ def report(replays: list[Replay], loads: list[Load], profile, plan: Plan, total:
         "",
         "### Replay",
         "",
-        "Each replay starts from an empty PostgreSQL database. *Direct* pages `EventStore.read_all` (1,000 per page)"
+        "Each replay starts from an empty PostgreSQL database. *Direct* pages `EventStore.read_all_envelopes` (1,000 per page)"
         " into `Projector.handle`, one transaction per page: the projection's own speed. *Through GET /v1/events*"
         " is `carbon.projection_runtime.replay` against the account service (uvicorn, one process), as `carbon"
         " replay rating` runs it. Both give the same rating rows, row for row (checked). The peer is the tests'"

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from carbon.consent import ConsentRecord
 from carbon.db import UTCDateTime
@@ -47,6 +47,8 @@ def _time(text: str) -> datetime:
 
 def apply_consent_event(conn: Connection, envelope: dict[str, Any]) -> bool:
     """Project ConsentGranted/ConsentRevoked; return False for any other event type."""
+    if envelope["type"] not in ("ConsentGranted", "ConsentRevoked"):
+        return False
     data, at = envelope["data"], _time(envelope["recorded_at"])
     if envelope["type"] == "ConsentGranted":
         conn.execute(consents.insert().values(
@@ -61,12 +63,20 @@ def apply_consent_event(conn: Connection, envelope: dict[str, Any]) -> bool:
     return False
 
 
+# Built once (values bound per execution): consent checks run on every third-party read, and a
+# statement object reused skips SQLAlchemy's per-call construction and cache-key work.
+_OF_ENTERPRISE = select(consents).where(consents.c.enterprise_id == bindparam("enterprise_id"))
+_OF_GRANTEE = _OF_ENTERPRISE.where(consents.c.grantee == bindparam("grantee"))
+
+
 def load_consents(conn: Connection, enterprise_id: str, grantee: str | None = None) -> list[ConsentRecord]:
-    query = select(consents).where(consents.c.enterprise_id == enterprise_id)
-    if grantee is not None:
-        query = query.where(consents.c.grantee == grantee)
+    """The projected consents of an enterprise (to one grantee), as committed by the projection."""
+    if grantee is None:
+        rows = conn.execute(_OF_ENTERPRISE, {"enterprise_id": enterprise_id})
+    else:
+        rows = conn.execute(_OF_GRANTEE, {"enterprise_id": enterprise_id, "grantee": grantee})
     return [
         ConsentRecord(r.consent_id, r.grantee, frozenset(r.scopes.split()), r.purpose, r.expires_at, r.granted_at,
                       r.revoked_at)
-        for r in conn.execute(query)
+        for r in rows
     ]

@@ -7,13 +7,14 @@ PostgreSQL with a connection pool sized for a small service.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 import orjson
-from sqlalchemy import Connection, DateTime, Engine, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
 
@@ -45,13 +46,8 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        engine = create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                               hide_parameters=True, json_deserializer=orjson.loads)
-        # Many-row INSERTs (projection batches, checkpoints) as multi-row VALUES statements, as the
-        # psycopg2 dialect does, rather than a pipelined statement per row: the server parses and
-        # plans one statement per thousand rows instead of one per row.
-        engine.dialect.use_insertmanyvalues_wo_returning = True
-        return engine
+        return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                             hide_parameters=True, json_deserializer=orjson.loads)
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:/// or postgresql+psycopg://")
 
 
@@ -113,20 +109,47 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(UTC)
 
 
-UPSERT_PAGE = 100
+def upsert(conn: Connection, table: Table, rows: list[dict], keys: Sequence[str]) -> None:
+    """INSERT … ON CONFLICT (keys) DO UPDATE on both backends, for any number of rows."""
+    insert_many(conn, table, rows, upsert_on=keys)
 
 
-def upsert(conn: Connection, table, rows: list[dict], keys: list[str]) -> None:
-    """INSERT … ON CONFLICT (keys) DO UPDATE on both backends."""
+def insert_many(conn: Connection, table: Table, rows: list[dict], *, upsert_on: Sequence[str] = ()) -> None:
+    """Insert many rows (all with the same keys) in one go; with ``upsert_on``, a row whose key exists
+    replaces that row's other columns. The rows' keys must be distinct."""
     if not rows:
         return
+    columns = tuple(rows[0])
     if is_sqlite(conn):
+        # sqlite3's executemany runs the one prepared statement row after row, in C.
         from sqlalchemy.dialects.sqlite import insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert
-    # Multi-row VALUES in pages of a fixed size: one statement per page for the server to plan, and
-    # few distinct statements for SQLAlchemy to compile (its cache is per row count).
-    for start in range(0, len(rows), UPSERT_PAGE):
-        statement = insert(table).values(rows[start:start + UPSERT_PAGE])
-        updates = {c: statement.excluded[c] for c in rows[0] if c not in keys}
-        conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))
+
+        statement = insert(table)
+        if upsert_on:
+            statement = statement.on_conflict_do_update(
+                index_elements=list(upsert_on), set_={c: statement.excluded[c] for c in columns if c not in upsert_on})
+        conn.execute(statement, rows)
+        return
+    # PostgreSQL: one statement whatever the number of rows, each column sent as one array and
+    # unnested by the server — the statement's text never changes, so nothing is parsed or compiled
+    # per batch (multi-row VALUES would be, and a pipelined statement per row costs a round of
+    # work per row on both sides).
+    text, processors = _unnest_insert(conn.dialect, table, columns, tuple(upsert_on))
+    arrays = tuple([convert(row[c]) for row in rows] if convert else [row[c] for row in rows]
+                   for c, convert in zip(columns, processors))
+    conn.exec_driver_sql(text, arrays)
+
+
+@lru_cache(maxsize=256)
+def _unnest_insert(dialect, table: Table, columns: tuple[str, ...], keys: tuple[str, ...]):
+    preparer = dialect.identifier_preparer
+    types = [table.c[c].type for c in columns]
+    # %b: psycopg sends the arrays in binary, so no element is quoted or escaped as text.
+    arrays = ", ".join(f"%b::{t.compile(dialect=dialect)}[]" for t in types)
+    names = ", ".join(preparer.quote(c) for c in columns)
+    text = f"INSERT INTO {preparer.format_table(table)} ({names}) SELECT * FROM unnest({arrays})"
+    if keys:
+        updates = ", ".join(f"{preparer.quote(c)} = EXCLUDED.{preparer.quote(c)}" for c in columns if c not in keys)
+        target = ", ".join(preparer.quote(k) for k in keys)
+        text += f" ON CONFLICT ({target}) DO " + (f"UPDATE SET {updates}" if updates else "NOTHING")
+    return text, tuple(t.bind_processor(dialect) for t in types)

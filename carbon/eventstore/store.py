@@ -303,7 +303,17 @@ class EventStore:
             if after is not None:
                 query = query.where(events.c.position > after)
             query = positions.visible_only(conn, query, events.c.position)
-            return [recorded_from_row(row) for row in conn.execute(query)]
+            return [recorded_from_row(row) for row in conn.execute(query).all()]
+
+    def read_all_envelopes(self, after: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """``read_all`` as the envelopes SPEC §7 publishes, built straight from the rows (pages served or
+        replayed as they are need no intermediate objects)."""
+        with read_transaction(self.engine) as conn:
+            query = select(*_ENVELOPE_COLUMNS).order_by(events.c.position).limit(limit)
+            if after is not None:
+                query = query.where(events.c.position > after)
+            query = positions.visible_only(conn, query, events.c.position)
+            return [envelope_from_row(row) for row in conn.execute(query).all()]
 
     def stream_ids(self, after: str | None = None, limit: int = 1000) -> list[str]:
         with read_transaction(self.engine) as conn:
@@ -340,6 +350,22 @@ class EventStore:
             if len(batch) < page:
                 return
             version = batch[-1].stream_version + 1
+
+
+_ENVELOPE_COLUMNS = (events.c.event_id, events.c.type, events.c.schema_version, events.c.stream_id,
+                     events.c.stream_version, events.c.position, events.c.recorded_at, events.c.data,
+                     events.c.metadata, events.c.prev_hash, events.c.hash)
+
+
+def envelope_from_row(row: Any) -> dict[str, Any]:
+    """A row of ``_ENVELOPE_COLUMNS`` as its envelope: the same dict as ``RecordedEvent.envelope()``."""
+    (event_id, type_, schema_version, stream_id, stream_version, position, recorded_at, data, metadata, prev_hash,
+     hash_) = row
+    # event_id is stored in its canonical form (str of a UUID): no round trip through uuid.UUID.
+    return {"event_id": event_id, "type": type_, "schema_version": schema_version,
+            "enterprise_id": stream_id, "stream_version": stream_version, "position": position,
+            "recorded_at": format_time(recorded_at), "data": data, "metadata": metadata, "prev_hash": prev_hash,
+            "hash": hash_}
 
 
 def recorded_from_row(result_row: Any) -> RecordedEvent:

@@ -210,7 +210,7 @@ def read_log(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> Any:
     page = accounts.read_log(principal, after, limit)
-    return json_bytes_response({"events": [e.envelope() for e in page], "next": page[-1].position if page else after})
+    return json_bytes_response({"events": page, "next": page[-1]["position"] if page else after})
 
 
 def create_app(settings: AccountSettings | None = None) -> FastAPI:

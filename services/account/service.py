@@ -228,10 +228,11 @@ class AccountService:
             self.authorize_stream_read(actor, enterprise_id)
         return self.store.verify_chain(enterprise_id)
 
-    def read_log(self, actor: Principal, after: int | None, limit: int) -> list[RecordedEvent]:
+    def read_log(self, actor: Principal, after: int | None, limit: int) -> list[dict[str, Any]]:
+        """A page of the global log, as envelopes."""
         if actor.role not in (Role.OPERATOR, Role.SERVICE):
             raise Forbidden("wrong_role", "the global log is open to the operator and platform services only")
-        return self.store.read_all(after=after, limit=limit)
+        return self.store.read_all_envelopes(after=after, limit=limit)
 
     @staticmethod
     def _require_owner(actor: Principal, enterprise_id: str) -> None:

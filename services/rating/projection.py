@@ -26,7 +26,7 @@ import orjson
 from sqlalchemy import Connection, Engine, bindparam, func, select
 
 from carbon.consent_projection import apply_consent_event
-from carbon.db import make_engine, upsert
+from carbon.db import insert_many, make_engine, upsert
 from carbon.migrate import upgrade
 from carbon.projection import Projection, Projector
 from contracts import EVENT_TYPES
@@ -169,9 +169,7 @@ class RatingProjection(Projection):
         updates = [{"e_id": e, "e_seq": r.seq, **r.values(e)} for e, r in batch.rows if r.changed and not r.dropped]
         if updates:
             conn.execute(_update_rating, updates)
-        inserts = [r.values(e) for e, r in batch.rows if not r.stored and not r.dropped]
-        if inserts:
-            conn.execute(ratings.insert(), inserts)
+        insert_many(conn, ratings, [r.values(e) for e, r in batch.rows if not r.stored and not r.dropped])
         facts = [{"enterprise_id": e, "facts": canonical(a.facts.to_json())}
                  for e, a in batch.accounts.items() if a.dirty]
         upsert(conn, rating_facts, facts, ["enterprise_id"])

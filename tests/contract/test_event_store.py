@@ -168,6 +168,16 @@ def test_global_log_pages_in_position_order(store: EventStore) -> None:
     assert {e.stream_id for e in seen} == {f"s-{i}" for i in range(5)}
 
 
+def test_the_log_as_envelopes_is_the_log(store: EventStore) -> None:
+    for i in range(3):
+        store.append_events(f"s-{i}", events(4))
+    settled_log(store, 12)
+    assert store.read_all_envelopes(limit=100) == [e.envelope() for e in store.read_all(limit=100)]
+    first = store.read_all(limit=5)[-1].position
+    assert store.read_all_envelopes(after=first, limit=3) == [e.envelope() for e in store.read_all(after=first, limit=3)]
+    assert store.read_all_envelopes(after=10**15) == []
+
+
 def test_concurrent_appends_to_one_stream_get_consecutive_versions(store: EventStore) -> None:
     store.append_events("s-1", events(1))
     results, errors = [], []
