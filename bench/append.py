@@ -38,13 +38,13 @@ from sqlalchemy.engine import make_url
 
 from bench.common import (
     BUSY_CORES,
-    figure,
     REPO_ROOT,
     CpuProbe,
     Measurement,
     checkpoint,
     console,
     drive,
+    figure,
     fresh_database,
     libpq_url,
     machine,
@@ -54,6 +54,7 @@ from bench.common import (
     source_revision,
     utc_now,
     wait_until_quiet,
+    warn_if_suspect,
     write_section,
 )
 
@@ -467,8 +468,7 @@ def report(points: list[Point], ceilings: dict[int, float], http: HttpResult, pg
         f"{p.label} × {p.writers} ({max(p.ours.cpu.get('other', 0), p.peer.cpu.get('other', 0)):.2f} cores)"
         for p in points if _busy(p.ours) or _busy(p.peer)
     ] + ([f"HTTP ({m.cpu['other']:.2f} cores)"] if _busy(m) else [])
-    if suspect:
-        console.print(f"[yellow]⚠ something else used over {BUSY_CORES} cores during: {', '.join(suspect)}[/yellow]")
+    warn_if_suspect(suspect)
 
     if quick:
         console.print("[dim]--quick: docs/benchmarks.md left as it was[/dim]")

@@ -561,3 +561,22 @@ def markdown_table(header: list[str], rows: list[list[str]], align: str | None =
     rule = ["---:" if a == "r" else "---" for a in align]
     lines = [header, rule, *rows]
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def warn_if_suspect(suspect: list[str]) -> None:
+    """Say which points ran while something else kept the machine busy."""
+    if suspect:
+        console.print(f"[yellow]⚠ something else used over {BUSY_CORES} cores during: {', '.join(suspect)}[/yellow]")
+
+
+def delete_topics(bootstrap: str, topics: list[str]) -> None:
+    """Drop a run's Kafka topics; a leftover is harmless (the names are unique), so a failure is only said."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="carbon-bench-admin")
+    try:
+        admin.delete_topics(topics)
+    except Exception as exc:  # noqa: BLE001
+        console.print(f"[dim]could not delete the benchmark topics: {exc}[/dim]")
+    finally:
+        admin.close()

@@ -35,6 +35,7 @@ from bench.common import (
     cleanest,
     console,
     database_name,
+    delete_topics,
     figure,
     fresh_database,
     kafka_broker_pid,
@@ -49,6 +50,7 @@ from bench.common import (
     source_revision,
     utc_now,
     verdict,
+    warn_if_suspect,
     write_section,
 )
 
@@ -282,7 +284,7 @@ def measure(label: str, transport: str, backend: str, offered: float, plan: Plan
             bootstrap = kafka_bootstrap()
             topic = f"bench.lag.{uuid.uuid4().hex[:12]}"
             ensure_topic(bootstrap, topic)
-            stack.callback(_delete_topic, bootstrap, topic)
+            stack.callback(delete_topics, bootstrap, [topic])
             _wait_topic(bootstrap, topic)
             spec["relay"] = {"bootstrap": bootstrap, "topic": topic}
             source = KafkaSource(bootstrap, f"bench-lag-{uuid.uuid4().hex[:8]}", topic)
@@ -397,18 +399,6 @@ def _wait_topic(bootstrap: str, topic: str, timeout: float = 30) -> None:
         consumer.close()
 
 
-def _delete_topic(bootstrap: str, topic: str) -> None:
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="carbon-bench-admin")
-    try:
-        admin.delete_topics([topic])
-    except Exception:  # noqa: BLE001 - a leftover topic with a unique name is harmless
-        pass
-    finally:
-        admin.close()
-
-
 # ---- the run ---------------------------------------------------------------------------------------
 
 
@@ -475,8 +465,7 @@ def report(points: list[Point], plan: Plan, pg: dict[str, str], quick: bool) -> 
         target = targets[id(p)]
         console.print(f"target {p.label} p99 < {target:,.0f} ms: {p.p(99):.1f} ms " + rich_verdict(verdict(p.p(99) < target)))
     suspect = [p.label for p in points if busy_elsewhere(p.cpu)]
-    if suspect:
-        console.print(f"[yellow]⚠ something else used over {BUSY_CORES} cores during: {', '.join(suspect)}[/yellow]")
+    warn_if_suspect(suspect)
     if quick:
         console.print("[dim]--quick: docs/benchmarks.md left as it was[/dim]")
         return

@@ -26,6 +26,7 @@ from bench.common import (
     cleanest,
     console,
     database_name,
+    delete_topics,
     figure,
     fresh_database,
     kafka_broker_pid,
@@ -38,6 +39,7 @@ from bench.common import (
     source_revision,
     utc_now,
     verdict,
+    warn_if_suspect,
     write_section,
 )
 
@@ -191,18 +193,6 @@ def run_producer(setup: Setup, records, every: int | None) -> Run:
     return Run(who, len(records), seconds, cpu)
 
 
-def delete_topics(bootstrap: str, topics: list[str]) -> None:
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="carbon-bench-admin")
-    try:
-        admin.delete_topics(topics)
-    except Exception as exc:  # noqa: BLE001 - leftovers are harmless, the names are unique
-        console.print(f"[dim]could not delete the benchmark topics: {exc}[/dim]")
-    finally:
-        admin.close()
-
-
 def run(quick: bool = False) -> None:
     from carbon.db import make_engine
     from carbon.eventstore import migrate
@@ -269,8 +259,7 @@ def report(runs: list[Run], setup: Setup, plan: Plan, pg: dict[str, str], quick:
     met = relay.rate >= TARGET
     console.print(f"target relay ≥ {TARGET:,.0f} events/s: {relay.rate:,.0f} " + rich_verdict(verdict(met)))
     suspect = [r.who for r in runs if busy_elsewhere(r.cpu)]
-    if suspect:
-        console.print(f"[yellow]⚠ something else used over {BUSY_CORES} cores during: {', '.join(suspect)}[/yellow]")
+    warn_if_suspect(suspect)
     if quick:
         console.print("[dim]--quick: docs/benchmarks.md left as it was[/dim]")
         return

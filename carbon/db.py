@@ -109,6 +109,12 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(UTC)
 
 
+def ping(engine: Engine) -> None:
+    """Raise unless the database answers (a service's readiness)."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+
+
 def upsert(conn: Connection, table: Table, rows: list[dict], keys: Sequence[str]) -> None:
     """INSERT … ON CONFLICT (keys) DO UPDATE on both backends, for any number of rows."""
     insert_many(conn, table, rows, upsert_on=keys)

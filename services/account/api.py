@@ -9,11 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import text
 
 from carbon import telemetry
 from carbon.auth import CurrentPrincipal
-from carbon.db import MAX_POSITION, MAX_VERSION, make_engine
+from carbon.db import MAX_POSITION, MAX_VERSION, make_engine, ping
 from carbon.eventstore import MAX_EVENTS_PER_APPEND, EventStore, migrate
 from carbon.http import create_service_app, json_bytes_response
 from carbon.problems import AUTHENTICATED, WITH_BODY, problem_responses
@@ -233,17 +232,13 @@ def create_app(settings: AccountSettings | None = None) -> FastAPI:
             thread.join(timeout=15)
         engine.dispose()
 
-    def ready() -> None:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-
     app = create_service_app(
         title="Carbon account",
         service_name="account",
         description="Each enterprise's append-only, consented, hash-chained carbon event stream.",
         verifier=settings.token_verifier(),
         max_body_bytes=settings.max_body_bytes,
-        ready=ready,
+        ready=lambda: ping(engine),
         lifespan=lifespan,
     )
     app.state.accounts = AccountService(EventStore(engine))

@@ -10,11 +10,10 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 from pydantic_core import PydanticCustomError
-from sqlalchemy import text
 
 from carbon.account_client import AccountClient
 from carbon.auth import CurrentPrincipal
-from carbon.db import make_engine
+from carbon.db import make_engine, ping
 from carbon.eventstore.hashing import unhashable
 from carbon.http import create_service_app
 from carbon.migrate import upgrade
@@ -152,17 +151,13 @@ def create_app(settings: AccountingSettings | None = None, *, catalogue: Catalog
         account.close()
         engine.dispose()
 
-    def ready() -> None:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-
     app = create_service_app(
         title="Carbon accounting",
         description="GHG accounting after GB/T 32150-2015 and ISO 14064-1, and green projects' environmental "
                     "benefits; every figure names its formula, factors and sources.",
         verifier=settings.token_verifier(),
         max_body_bytes=settings.max_body_bytes,
-        ready=ready,
+        ready=lambda: ping(engine),
         lifespan=lifespan,
     )
     app.state.accounting = AccountingService(engine, catalogue, account, yoy_threshold=settings.yoy_threshold)

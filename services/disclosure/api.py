@@ -11,11 +11,10 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
-from sqlalchemy import text
 
 from carbon import cloudevents
 from carbon.auth import CurrentPrincipal
-from carbon.db import MAX_POSITION, make_engine
+from carbon.db import MAX_POSITION, make_engine, ping
 from carbon.http import create_service_app
 from carbon.problems import AUTHENTICATED, WITH_BODY, Problem, problem_responses
 from carbon.projection import Projector
@@ -240,17 +239,13 @@ def create_app(settings: DisclosureSettings | None = None, *, resolve: Resolver 
         access_log.close()
         engine.dispose()
 
-    def ready() -> None:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-
     app = create_service_app(
         title="Carbon disclosure",
         description="Consent-filtered partner feeds (signed webhooks, pull) and environmental-information "
                     "disclosure reports.",
         verifier=settings.token_verifier(),
         max_body_bytes=settings.max_body_bytes,
-        ready=ready,
+        ready=lambda: ping(engine),
         lifespan=lifespan,
     )
     app.state.projector = projector

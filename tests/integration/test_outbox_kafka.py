@@ -12,7 +12,6 @@ import json
 import os
 import queue
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -33,10 +32,11 @@ from carbon.kafka import KafkaPublisher, PublishFailed, ensure_topic
 from carbon.projection import Projector
 from carbon.subscriptions import KafkaSource
 from contracts.types import uscc_check_character
-from tests.infra import REPO_ROOT, docker_answers
+from tests.infra import docker_answers
 from tests.kafka_infra import BOOTSTRAP_ENV, kafka_bootstrap
 from tests.support.kcat import kcat_path
 from tests.support.private_kafka import PrivateBroker
+from tests.support.service_process import ChildProcess
 from tests.support.tally import TallyProjection, create_schema, expected_tally, read_tally
 from tests.support.topic import Record, TopicEnds, read_topic
 
@@ -143,46 +143,13 @@ def own_broker(private_broker: PrivateBroker) -> PrivateBroker:
 # ---- the relay as its own process ------------------------------------------------------------
 
 
-class RelayProcess:
+class RelayProcess(ChildProcess):
     """``python -m services.account.relay``, as operators run it, with its log kept for failures."""
 
     def __init__(self, database_url: str, bootstrap: str, topic: str, log_dir: Path) -> None:
-        self.env = {**os.environ, "CARBON_DATABASE_URL": database_url, "CARBON_KAFKA_BOOTSTRAP": bootstrap,
-                    "CARBON_KAFKA_TOPIC": topic, "CARBON_DATA_DIR": str(log_dir / "var")}
-        self.log_dir, self.runs = log_dir, 0
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.runs += 1
-        log = open(self.log_dir / f"relay-{self.runs}.log", "wb")  # noqa: SIM115 - the child writes it
-        with log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "services.account.relay"], cwd=REPO_ROOT,
-                                         env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def assert_alive(self) -> None:
-        assert self.proc is not None and self.proc.poll() is None, (
-            f"the relay exited (code {self.proc and self.proc.returncode}):\n{self.log_tail()}")
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to mark what it already sent."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            return None
-
-    def log_tail(self, lines: int = 40) -> str:
-        path = self.log_dir / f"relay-{self.runs}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        super().__init__([sys.executable, "-m", "services.account.relay"], {
+            "CARBON_DATABASE_URL": database_url, "CARBON_KAFKA_BOOTSTRAP": bootstrap, "CARBON_KAFKA_TOPIC": topic,
+            "CARBON_DATA_DIR": str(log_dir / "var")}, log_dir, "relay")
 
 
 # ---- writers that append only as far as the test allows --------------------------------------

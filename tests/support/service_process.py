@@ -1,5 +1,5 @@
-"""A platform service as its own process (``python -m uvicorn …:create_app --factory``), as ``carbon up``
-starts it, so a test can SIGKILL it and start it again; its log is kept for failures."""
+"""Platform processes for fault tests: a service (``python -m uvicorn …:create_app --factory``, as ``carbon
+up`` starts it) or any other command (the relay), each killable with SIGKILL and started again, its log kept."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from tests.infra import REPO_ROOT
 from tests.live import free_port
 
 
-class ServiceProcess:
-    def __init__(self, factory: str, env: dict[str, str], log_dir: Path, name: str) -> None:
-        self.factory, self.name, self.log_dir = factory, name, log_dir
+class ChildProcess:
+    """A command in its own session, its output in ``{name}-{run}.log`` (kept for failures); killable."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log_dir: Path, name: str) -> None:
+        self.command, self.name, self.log_dir = command, name, log_dir
         self.env = {**os.environ, **env}
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.runs = 0
         self.proc: subprocess.Popen | None = None
 
@@ -29,24 +29,11 @@ class ServiceProcess:
     def log_path(self) -> Path:
         return self.log_dir / f"{self.name}-{self.runs}.log"
 
-    def start(self, ready_timeout_s: float = 60) -> None:
+    def start(self) -> None:
         self.runs += 1
-        command = [sys.executable, "-m", "uvicorn", self.factory, "--factory", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--log-level", "warning", "--no-access-log"]
         with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            self.assert_alive()
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (
-                f"{self.name} did not answer within {ready_timeout_s:.0f}s:\n{self.log_tail()}")
-            time.sleep(0.1)
+            self.proc = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
 
     def assert_alive(self) -> None:
         assert self.proc is not None and self.proc.poll() is None, (
@@ -72,3 +59,28 @@ class ServiceProcess:
     def log_tail(self, lines: int = 40) -> str:
         path = self.log_path
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+class ServiceProcess(ChildProcess):
+    """A service under uvicorn, as ``carbon up`` runs it; ``start`` returns once it answers."""
+
+    def __init__(self, factory: str, env: dict[str, str], log_dir: Path, name: str) -> None:
+        self.factory = factory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__([sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1",
+                          "--port", str(self.port), "--log-level", "warning", "--no-access-log"], env, log_dir, name)
+
+    def start(self, ready_timeout_s: float = 60) -> None:
+        super().start()
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            self.assert_alive()
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (
+                f"{self.name} did not answer within {ready_timeout_s:.0f}s:\n{self.log_tail()}")
+            time.sleep(0.1)
