@@ -20,6 +20,7 @@ from urllib.parse import quote_plus
 import httpx
 import jwt
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from carbon.errors import Forbidden
@@ -42,6 +43,11 @@ def _unauthorized(detail: str, challenge: str = 'Bearer error="invalid_token"') 
 
 class TokenVerifier(Protocol):
     def verify(self, token: str) -> Principal: ...
+
+
+def _may_block(verifier: TokenVerifier) -> bool:
+    """Whether ``verify`` may wait on the network (a verifier says so with ``blocking``; unknown ones may)."""
+    return getattr(verifier, "blocking", True)
 
 
 def _principal(claims: dict[str, Any], subject_claim: str = "sub", role_claim: str = "role") -> Principal:
@@ -76,15 +82,34 @@ def _decode(token: str, key: Any, algorithms: list[str], *, issuer: str | None, 
 class SecretVerifier:
     """HS256 with the platform's shared development secret."""
 
+    blocking = False  # pure computation: verified on the event loop, no thread-pool hop
+
+    # A client sends the same token with every request of its lifetime: the outcome of verifying it
+    # is kept, keyed by the whole token (signature included), for the times it is valid at. Only
+    # tokens signed with the secret get here, so nobody without it can fill the memory.
+    REMEMBERED = 4096
+
     def __init__(self, secret: str, *, issuer: str | None = None, audience: str | None = None) -> None:
         if not secret:
             raise ValueError("an HS256 secret must not be empty")
         self._secret, self.issuer, self.audience = secret, issuer, audience
+        self._verified: dict[str, tuple[float, float, Principal]] = {}
 
     def verify(self, token: str) -> Principal:
+        known = self._verified.get(token)
+        if known is not None:
+            valid_from, valid_until, principal = known
+            if valid_from <= time.time() < valid_until:
+                return principal
         claims = _decode(token, self._secret, [ALGORITHM], issuer=self.issuer, audience=self.audience,
                          required=["sub", "role"])
-        return _principal(claims)
+        principal = _principal(claims)
+        if len(self._verified) >= self.REMEMBERED:
+            self._verified.clear()
+        # The window jwt.decode accepts: from iat/nbf, until exp, each widened by the leeway.
+        starts = [claims[c] for c in ("iat", "nbf") if isinstance(claims.get(c), int | float)]
+        self._verified[token] = (max(starts, default=float("-inf")) - LEEWAY_S, claims["exp"] + LEEWAY_S, principal)
+        return principal
 
 
 class JwksVerifier:
@@ -94,6 +119,8 @@ class JwksVerifier:
     most once per ``refetch_cooldown_seconds``), so a rotated-in key works at once and a rotated-out
     one stops working once the set is refetched.
     """
+
+    blocking = True  # a key-set fetch waits on the identity provider: verified on the thread pool
 
     def __init__(self, jwks_url: str, *, issuer: str, audience: str, cache_seconds: float = 300,
                  refetch_cooldown_seconds: float = 10, timeout: float = 5, subject_claim: str = "sub",
@@ -241,12 +268,16 @@ def _verifier(request: Request) -> TokenVerifier:
     return verifier if verifier is not None else SecretVerifier(request.app.state.jwt_secret)
 
 
-def authenticate(
+async def authenticate(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
+    # async, so that a token checked by computation alone costs no thread-pool hop per request.
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("send 'Authorization: Bearer <token>'", "Bearer")
-    return _verifier(request).verify(credentials.credentials)
+    verifier = _verifier(request)
+    if _may_block(verifier):
+        return await run_in_threadpool(verifier.verify, credentials.credentials)
+    return verifier.verify(credentials.credentials)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]

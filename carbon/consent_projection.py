@@ -7,6 +7,7 @@ decision can also be taken "as of" a past moment (what the partner was allowed w
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -67,6 +68,9 @@ def apply_consent_event(conn: Connection, envelope: dict[str, Any]) -> bool:
 # statement object reused skips SQLAlchemy's per-call construction and cache-key work.
 _OF_ENTERPRISE = select(consents).where(consents.c.enterprise_id == bindparam("enterprise_id"))
 _OF_GRANTEE = _OF_ENTERPRISE.where(consents.c.grantee == bindparam("grantee"))
+# Plain IN lists (an index on enterprise_id serves them); the pairs asked are picked out on return.
+_OF_MANY = select(consents).where(consents.c.enterprise_id.in_(bindparam("enterprise_ids", expanding=True)),
+                                  consents.c.grantee.in_(bindparam("grantees", expanding=True)))
 
 
 def load_consents(conn: Connection, enterprise_id: str, grantee: str | None = None) -> list[ConsentRecord]:
@@ -75,8 +79,21 @@ def load_consents(conn: Connection, enterprise_id: str, grantee: str | None = No
         rows = conn.execute(_OF_ENTERPRISE, {"enterprise_id": enterprise_id})
     else:
         rows = conn.execute(_OF_GRANTEE, {"enterprise_id": enterprise_id, "grantee": grantee})
-    return [
-        ConsentRecord(r.consent_id, r.grantee, frozenset(r.scopes.split()), r.purpose, r.expires_at, r.granted_at,
-                      r.revoked_at)
-        for r in rows
-    ]
+    return [_record(r) for r in rows]
+
+
+def load_consents_of(conn: Connection, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[ConsentRecord]]:
+    """``load_consents`` for many (enterprise, grantee) pairs in one statement; every pair asked is a key."""
+    found: dict[tuple[str, str], list[ConsentRecord]] = {pair: [] for pair in pairs}
+    if found:
+        rows = conn.execute(_OF_MANY, {"enterprise_ids": sorted({e for e, _ in found}),
+                                       "grantees": sorted({g for _, g in found})})
+        for r in rows:
+            if (r.enterprise_id, r.grantee) in found:
+                found[(r.enterprise_id, r.grantee)].append(_record(r))
+    return found
+
+
+def _record(r) -> ConsentRecord:
+    return ConsentRecord(r.consent_id, r.grantee, frozenset(r.scopes.split()), r.purpose, r.expires_at,
+                         r.granted_at, r.revoked_at)

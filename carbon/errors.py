@@ -32,3 +32,7 @@ class NotFound(AppError):
 
 class Conflict(AppError):
     pass
+
+
+class Unavailable(AppError):
+    """The service cannot do it right now (e.g. its database failed); the caller may try again."""

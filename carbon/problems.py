@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from carbon.errors import AppError, Conflict, Forbidden, Invalid, NotFound
+from carbon.errors import AppError, Conflict, Forbidden, Invalid, NotFound, Unavailable
 from contracts.errors import error_message, field_path
 
 PROBLEM_JSON = "application/problem+json"
@@ -93,6 +93,8 @@ def from_app_error(exc: AppError) -> Problem:
         return not_found(str(exc))
     if isinstance(exc, Conflict):
         return conflict(str(exc))
+    if isinstance(exc, Unavailable):
+        return Problem(503, "Service Unavailable", str(exc), slug="unavailable", headers={"Retry-After": "1"})
     raise TypeError(f"unmapped application error {type(exc).__name__}")
 
 

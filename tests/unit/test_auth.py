@@ -48,6 +48,38 @@ def test_the_secret_verifier_accepts_hs256_only_and_says_401(token: str) -> None
     assert SECRET not in refused.value.detail
 
 
+def test_the_secret_verifier_remembers_a_token_only_for_its_validity_and_only_that_token(monkeypatch) -> None:
+    import carbon.auth
+
+    verifier = SecretVerifier(SECRET)
+    token = mint_token(SECRET, sub="bank-a", role="bank", ttl=timedelta(seconds=30))
+    assert verifier.verify(token).sub == "bank-a"
+    assert verifier.verify(token).sub == "bank-a"  # remembered
+    # Another token is verified on its own: the same claims under a forged signature are refused.
+    head, body, _ = token.split(".")
+    forged = f"{head}.{body}.{base64.urlsafe_b64encode(b'x' * 32).rstrip(b'=').decode()}"
+    with pytest.raises(Problem):
+        verifier.verify(forged)
+    # Once expired (beyond the leeway), the remembered token is refused as any expired one is.
+    later = carbon.auth.time.time() + 60
+    monkeypatch.setattr(carbon.auth.time, "time", lambda: later)
+    monkeypatch.setattr(jwt.api_jwt, "datetime", _frozen_datetime(later))
+    with pytest.raises(Problem) as refused:
+        verifier.verify(token)
+    assert refused.value.detail == "the token has expired"
+
+
+def _frozen_datetime(at: float):
+    from datetime import UTC, datetime
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.fromtimestamp(at, tz or UTC)
+
+    return Frozen
+
+
 @pytest.mark.parametrize("header", [{"alg": "HS256", "kid": "k"}, {"alg": "none", "kid": "k"}, {"alg": "RS256"},
                                     {"alg": "HS512", "kid": "k"}, {"alg": "RS512", "kid": "k"}])
 def test_the_jwks_verifier_refuses_other_algorithms_and_missing_kids_without_fetching(header: dict) -> None:

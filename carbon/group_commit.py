@@ -1,0 +1,194 @@
+"""Group commit: the durable records of many concurrent requests written by one transaction and one commit.
+
+Some reads must leave a record before they answer (a rating is a decision kept byte for byte, and a
+third party's read is logged for the enterprise). Done one request at a time, each answer pays a
+transaction of its own and a commit, which on PostgreSQL waits for the WAL to reach the disk and on
+SQLite serialises every request on the write lock, and each holds a thread-pool thread meanwhile.
+
+Here the requests of an event loop queue their units of work; one writer thread runs a batch of
+them in a single write transaction, inserts all their rows with one statement per table, commits
+once, and only then are the waiting requests released, each with its own result. While a batch is
+being committed the next one gathers, so under load batches grow by themselves and a lone request
+goes at once. The commit is still made before any answer leaves; it is only shared.
+
+A unit of work reads what it needs through the connection it is given and returns ``Staged``: its
+result and the rows to insert. It must not write itself, so that a unit refused on its own (a 403,
+a 404, a bug) leaves nothing behind and does not disturb the others. A database error, or a
+failed insert or commit, fails the whole batch with ``Unavailable`` (a 503): nothing of it is
+stored, and no request is answered with a record that does not exist. An optional ``read_ahead``
+reads, for a whole batch at once, what its units would each read (one statement instead of one per
+request), and leaves it on them; it must not write either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, Engine, Table
+from sqlalchemy.exc import DBAPIError
+
+from carbon.db import insert_many, write_transaction
+from carbon.errors import Unavailable
+
+log = logging.getLogger("carbon.group_commit")
+
+T = TypeVar("T")
+
+UNRECORDED = "the answer could not be recorded, so none was given; try again"
+
+
+@dataclass(frozen=True, slots=True)
+class Staged(Generic[T]):
+    """What a unit of work decided: its result, and the rows that must be stored before it is given."""
+
+    result: T
+    rows: Sequence[tuple[Table, dict[str, Any]]] = ()
+
+
+Work = Callable[[Connection], Staged[T]]
+_Waiter = tuple[Work[Any], asyncio.Future]
+
+
+def insert_staged(conn: Connection, staged: Sequence[Staged[Any]]) -> None:
+    """Every staged row, one statement per table (tables in the order first staged)."""
+    by_table: dict[Table, list[dict[str, Any]]] = {}
+    for unit in staged:
+        for table, row in unit.rows:
+            by_table.setdefault(table, []).append(row)
+    for table, rows in by_table.items():
+        insert_many(conn, table, rows)
+
+
+class GroupCommit:
+    """Commits the units of work of concurrent requests in batches (see the module's docstring)."""
+
+    def __init__(self, engine: Engine, name: str, *, max_batch: int = 256, gather_s: float = 0.0,
+                 read_ahead: Callable[[Connection, list[Work[Any]]], None] | None = None) -> None:
+        self.engine, self.name, self.max_batch, self.read_ahead = engine, name, max_batch, read_ahead
+        # How long the first request after a quiet spell waits for others to share its commit (as
+        # PostgreSQL's commit_delay): under moderate load, batches of several instead of one each.
+        self.gather_s = gather_s
+        # One writer thread: batches are committed one after the other, never side by side.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"group-commit-{name}")
+        # Per event loop, the requests waiting for the next batch; a loop is a key while it has a
+        # batch gathering or in flight. Only the loop's own thread touches its entry.
+        self._waiting: dict[asyncio.AbstractEventLoop, list[_Waiter]] = {}
+        self._closed = False
+
+    # ---- callers ----------------------------------------------------------------------------------
+
+    async def submit(self, work: Work[T]) -> T:
+        """Run ``work`` in the next batch; its result once that batch is committed."""
+        if self._closed:
+            raise Unavailable(f"the {self.name} service is stopping")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        waiting = self._waiting.get(loop)
+        if waiting is not None:  # goes with the next batch, sent when the one in flight is committed
+            waiting.append((work, future))
+        elif self.gather_s > 0:  # nothing in flight: a batch starts gathering, sent shortly
+            self._waiting[loop] = [(work, future)]
+            loop.call_later(self.gather_s, self._send_waiting, loop)
+        else:  # nothing in flight: a batch of its own, sent at once
+            self._waiting[loop] = []
+            self._send(loop, [(work, future)])
+        return await future
+
+    def run(self, work: Work[T]) -> T:
+        """For callers without an event loop: ``work`` alone, in a transaction of its own, on this thread."""
+        try:
+            with write_transaction(self.engine) as conn:
+                staged = work(conn)
+                insert_staged(conn, [staged])
+        except DBAPIError as exc:
+            raise Unavailable(UNRECORDED) from exc
+        return staged.result
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """Refuse new work, let the batches in flight and waiting be committed, then stop the writer."""
+        self._closed = True
+        deadline = time.monotonic() + timeout
+        while self._waiting and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        self._writer.shutdown(wait=True)
+
+    # ---- on the event loop ------------------------------------------------------------------------
+
+    def _send_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
+        waiting = self._waiting[loop]
+        batch, self._waiting[loop] = waiting[: self.max_batch], waiting[self.max_batch :]
+        self._send(loop, batch)
+
+    def _send(self, loop: asyncio.AbstractEventLoop, batch: list[_Waiter]) -> None:
+        try:
+            committed = loop.run_in_executor(self._writer, self._commit, [work for work, _ in batch],
+                                             [future.cancelled for _, future in batch])
+        except RuntimeError as exc:  # the writer has been shut down: nobody waits forever
+            committed = loop.create_future()
+            committed.set_exception(exc)
+        committed.add_done_callback(lambda done: self._release(loop, batch, done))
+
+    def _release(self, loop: asyncio.AbstractEventLoop, batch: list[_Waiter], done: asyncio.Future) -> None:
+        try:
+            outcomes = done.result()
+        except Exception as exc:  # noqa: BLE001 - the writer itself failed: nothing of the batch is known stored
+            outcomes = [_unrecorded(exc) for _ in batch]
+        for (_, future), outcome in zip(batch, outcomes):
+            if future.done():  # its request was cancelled meanwhile
+                continue
+            if isinstance(outcome, _Failed):
+                future.set_exception(outcome.error)
+            else:
+                future.set_result(outcome)
+        if self._waiting[loop]:
+            self._send_waiting(loop)
+        else:
+            del self._waiting[loop]
+
+    # ---- on the writer thread ---------------------------------------------------------------------
+
+    def _commit(self, works: list[Work[Any]], cancelled: list[Callable[[], bool]]) -> list[Any]:
+        """Each unit's result (or ``_Failed``), once all the batch's rows are committed."""
+        outcomes: list[Any] = []
+        staged: list[Staged[Any]] = []
+        try:
+            with write_transaction(self.engine) as conn:
+                # A unit whose caller left before its turn is not worked at all.
+                live = [not gone() for gone in cancelled]
+                if self.read_ahead is not None:
+                    self.read_ahead(conn, [work for work, alive in zip(works, live) if alive])
+                for work, alive in zip(works, live):
+                    if not alive:
+                        outcomes.append(_Failed(asyncio.CancelledError()))
+                        continue
+                    try:
+                        unit = work(conn)
+                    except DBAPIError:
+                        raise  # the transaction may be spoiled: the whole batch fails below
+                    except Exception as exc:  # noqa: BLE001 - this request's own refusal, or a bug
+                        outcomes.append(_Failed(exc))
+                        continue
+                    outcomes.append(unit.result)
+                    staged.append(unit)
+                insert_staged(conn, staged)
+        except Exception as exc:  # noqa: BLE001 - rolled back: no request of the batch was recorded
+            log.warning("%s: a batch of %d could not be committed: %s", self.name, len(works), exc)
+            return [_unrecorded(exc) for _ in works]
+        return outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: BaseException
+
+
+def _unrecorded(cause: BaseException) -> _Failed:
+    error = Unavailable(UNRECORDED)
+    error.__cause__ = cause
+    return _Failed(error)
