@@ -658,8 +658,9 @@ def report(replays: list[Replay], loads: list[Load], profile, plan: Plan, total:
         " Latency runs from the moment a request was due, so a service that falls behind shows it; *sent→answer*"
         " leaves out time queued in the load generator; *answered/s* counts answers that arrived within the window."
         " *Service CPU ms/answer* is the service process's CPU over the answers: one process (one interpreter lock)"
-        " serves at most 1,000 / that many per second, whatever the rate offered. Each answer is a decision: it is stored with an access-log"
-        " entry for the enterprise, so every read is a write transaction. The peer is the same service's"
+        " serves at most 1,000 / that many per second, whatever the rate offered. Each answer is a decision: it is"
+        " stored, with an access-log entry for the enterprise, before it is given; the reads waiting together share"
+        " one write transaction and commit (group commit). The peer is the same service's"
         " `/healthz` (no database, not traced) at the same rate: the HTTP stack and the load generator alone.",
         "",
         markdown_table(read_header, read_cells, "llrrrrrrrrrrlrrrr"),
