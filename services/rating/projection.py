@@ -48,12 +48,16 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def canonical(document: Any) -> str:
-    """The one textual form of a stored JSON document (so equal ratings compare equal as text).
+def canonical_bytes(document: Any) -> bytes:
+    """The one form of a stored or served JSON document (so equal ratings compare equal as text).
 
     Compact, UTF-8 as is, keys in the order given; anything not JSON (a decimal, a date) as ``str()``.
     """
-    return orjson.dumps(document, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
+    return orjson.dumps(document, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS)
+
+
+def canonical(document: Any) -> str:
+    return canonical_bytes(document).decode()
 
 
 @dataclass(slots=True)

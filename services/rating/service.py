@@ -34,6 +34,7 @@ from contracts import Role, Scope
 from contracts.envelope import format_time
 from services.rating import domain
 from services.rating.config import ReferenceData
+from services.rating.projection import canonical_bytes
 from services.rating.schema import (
     access_log,
     decisions,
@@ -175,7 +176,7 @@ class RatingService:
         """The answer under a fresh decision_id, with the rows that keep it (and log a third party's read)."""
         decision_id = str(uuid.uuid4())
         answer["decision_id"] = decision_id
-        encoded = _encode(answer)
+        encoded = canonical_bytes(answer)
         body = encoded.decode()
         rows = [(decisions, {
             "decision_id": decision_id, "kind": kind, "enterprise_id": enterprise_id, "issued_to": principal.sub,
@@ -463,12 +464,6 @@ def _latest_rows(conn: Connection, enterprise_ids: Iterable[str], knowledge: dat
     """Each known enterprise of ``enterprise_ids``: its latest rating row known by ``knowledge`` (None: none)."""
     rows = conn.execute(_LATEST, {"enterprise_ids": sorted(enterprise_ids), "knowledge": knowledge})
     return {row.known: row if row.seq is not None else None for row in rows}
-
-
-def _encode(answer: dict[str, Any]) -> bytes:
-    """An answer's bytes: compact UTF-8 JSON, the form the projection's ``canonical`` writes, by orjson
-    (a rating answer is some 1.5 KB, which the standard library's encoder takes ~20 times longer over)."""
-    return orjson.dumps(answer, default=str, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS)
 
 
 def _unknown(enterprise_id: str) -> NotFound:
