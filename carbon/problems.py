@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -175,6 +176,9 @@ def _document_problems(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+DATABASE_UNAVAILABLE = "the service's database is unavailable; try again shortly"
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     _document_problems(app)
 
@@ -199,6 +203,17 @@ def install_problem_handlers(app: FastAPI) -> None:
         title = _TITLES.get(exc.status_code, "Error")
         detail = exc.detail if isinstance(exc.detail, str) else title
         return problem_response(Problem(exc.status_code, title, detail, headers=getattr(exc, "headers", None)), request)
+
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(sqlalchemy.exc.InterfaceError)
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # The database is down, restarting or saturated: a retry may succeed (appends carry an
+        # Idempotency-Key for exactly that). Not a bug, so a 503 rather than a 500; the cause is logged.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                    type(getattr(exc, "orig", None) or exc).__name__)
+        return problem_response(Problem(503, "Service Unavailable", DATABASE_UNAVAILABLE, slug="unavailable",
+                                        headers={"Retry-After": "1"}), request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
