@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -132,10 +133,10 @@ class Projector:
                 versions = self._applied_versions(conn, {e["enterprise_id"] for e in envelopes})
                 self.projection.begin_batch(conn, envelopes, versions)
                 if len(envelopes) <= telemetry.SPAN_PER_EVENT_UP_TO:
-                    new, skipped = self._apply_each_traced(conn, envelopes, versions)
+                    new, skipped = self._apply_each(conn, envelopes, versions, traced=True)
                 else:
                     with telemetry.span_for_events(f"{self.name} apply", list(envelopes), SpanKind.CONSUMER):
-                        new, skipped = self._apply_each(conn, envelopes, versions)
+                        new, skipped = self._apply_each(conn, envelopes, versions, traced=False)
                 self.projection.end_batch(conn)
                 position = self._checkpoint(conn, envelopes, new)
         except BaseException:
@@ -162,23 +163,14 @@ class Projector:
         versions[stream_id] = version
         return True
 
-    def _apply_each(self, conn: Connection, envelopes: Sequence[dict[str, Any]],
-                    versions: dict[str, int]) -> tuple[list[dict[str, Any]], int]:
-        new: list[dict[str, Any]] = []
-        apply, due = self.projection.apply, self._next
-        for envelope in envelopes:
-            if due(envelope, versions):
-                apply(conn, envelope)
-                new.append(envelope)
-        return new, len(envelopes) - len(new)
-
-    def _apply_each_traced(self, conn: Connection, envelopes: Sequence[dict[str, Any]],
-                           versions: dict[str, int]) -> tuple[list[dict[str, Any]], int]:
+    def _apply_each(self, conn: Connection, envelopes: Sequence[dict[str, Any]], versions: dict[str, int],
+                    *, traced: bool) -> tuple[list[dict[str, Any]], int]:
+        """Apply the events due; ``traced``: each in a span continuing its own trace."""
         new: list[dict[str, Any]] = []
         for envelope in envelopes:
             if self._next(envelope, versions):
-                with telemetry.span_for_event(f"{self.name} apply {envelope.get('type', '')}", envelope,
-                                              SpanKind.CONSUMER):
+                with (telemetry.span_for_event(f"{self.name} apply {envelope.get('type', '')}", envelope,
+                                               SpanKind.CONSUMER) if traced else nullcontext()):
                     self.projection.apply(conn, envelope)
                 new.append(envelope)
         return new, len(envelopes) - len(new)

@@ -299,21 +299,20 @@ class EventStore:
     def read_all(self, after: int | None = None, limit: int = 1000) -> list[RecordedEvent]:
         """The global log in position order, from just after ``after``, never skipping a later commit."""
         with read_transaction(self.engine) as conn:
-            query = select(events).order_by(events.c.position).limit(limit)
-            if after is not None:
-                query = query.where(events.c.position > after)
-            query = positions.visible_only(conn, query, events.c.position)
-            return [recorded_from_row(row) for row in conn.execute(query).all()]
+            return [recorded_from_row(row) for row in self._log_page(conn, (events,), after, limit)]
 
     def read_all_envelopes(self, after: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """``read_all`` as the envelopes SPEC §7 publishes, built straight from the rows (pages served or
         replayed as they are need no intermediate objects)."""
         with read_transaction(self.engine) as conn:
-            query = select(*_ENVELOPE_COLUMNS).order_by(events.c.position).limit(limit)
-            if after is not None:
-                query = query.where(events.c.position > after)
-            query = positions.visible_only(conn, query, events.c.position)
-            return [envelope_from_row(row) for row in conn.execute(query).all()]
+            return [envelope_from_row(row) for row in self._log_page(conn, _ENVELOPE_COLUMNS, after, limit)]
+
+    @staticmethod
+    def _log_page(conn: Connection, columns: Sequence[Any], after: int | None, limit: int) -> Sequence[Any]:
+        query = select(*columns).order_by(events.c.position).limit(limit)
+        if after is not None:
+            query = query.where(events.c.position > after)
+        return conn.execute(positions.visible_only(conn, query, events.c.position)).all()
 
     def stream_ids(self, after: str | None = None, limit: int = 1000) -> list[str]:
         with read_transaction(self.engine) as conn:
