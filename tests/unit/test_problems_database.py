@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import httpx
 import sqlalchemy.exc
-from fastapi.testclient import TestClient
 
 from carbon.http import create_service_app
+from tests.live import serve
 
 
 def app_failing_with(error: Exception):
@@ -23,8 +24,8 @@ def test_a_database_outage_is_a_503_problem_with_retry_after() -> None:
     refused = sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
     for error in (refused, sqlalchemy.exc.InterfaceError("SELECT 1", {}, Exception("closed")),
                   sqlalchemy.exc.TimeoutError("QueuePool limit reached")):
-        with TestClient(app_failing_with(error), raise_server_exceptions=False) as client:
-            response = client.get("/fails")
+        with serve(app_failing_with(error)) as url:
+            response = httpx.get(f"{url}/fails")
         assert response.status_code == 503, type(error)
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.headers["retry-after"] == "1"
@@ -35,7 +36,7 @@ def test_a_database_outage_is_a_503_problem_with_retry_after() -> None:
 
 def test_other_database_errors_remain_internal_errors() -> None:
     duplicate = sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
-    with TestClient(app_failing_with(duplicate), raise_server_exceptions=False) as client:
-        response = client.get("/fails")
+    with serve(app_failing_with(duplicate)) as url:
+        response = httpx.get(f"{url}/fails")
     assert response.status_code == 500
     assert response.json()["detail"] == "an unexpected error occurred"
