@@ -135,7 +135,7 @@ class Projector:
                 if len(envelopes) <= telemetry.SPAN_PER_EVENT_UP_TO:
                     new, skipped = self._apply_each(conn, envelopes, versions, traced=True)
                 else:
-                    with telemetry.span_for_events(f"{self.name} apply", list(envelopes), SpanKind.CONSUMER):
+                    with telemetry.span_for_events(f"{self.name} apply", envelopes, SpanKind.CONSUMER):
                         new, skipped = self._apply_each(conn, envelopes, versions, traced=False)
                 self.projection.end_batch(conn)
                 position = self._checkpoint(conn, envelopes, new)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -125,7 +125,7 @@ def _remote_span_context(traceparent: str) -> trace.SpanContext | None:
 
 
 @contextmanager
-def span_for_events(name: str, envelopes: list[dict[str, Any]], kind: SpanKind) -> Iterator[trace.Span]:
+def span_for_events(name: str, envelopes: Sequence[dict[str, Any]], kind: SpanKind) -> Iterator[trace.Span]:
     """One span for a batch of events, linked to the traces they were appended in (distinct, at most 128)."""
     links: list[trace.Link] = []
     seen: set[str] = set()
