@@ -102,7 +102,9 @@ def test_failures_are_retried_then_dead_lettered_then_replayed_in_order(launcher
     assert [e["event_id"] for e in receiver.delivered()] == [e["event_id"] for e in events]
     for attempt in receiver.all():
         verify(attempt, secret)
-    assert {d["status"] for d in platform.deliveries(subscription_id)} == {"delivered"}
+    # The platform marks a delivery once the partner's answer is back, a moment after the receiver saw it.
+    wait_for(lambda: {d["status"] for d in platform.deliveries(subscription_id)} == {"delivered"},
+             what="every delivery marked delivered")
     again = platform.disclosure.post(f"/v1/subscriptions/{subscription_id}/deliveries/{head['delivery_id']}/retry",
                                      headers=platform.auth("partner", PARTNER))
     assert again.status_code == 202  # a delivered event can be asked for again
