@@ -198,3 +198,48 @@ def test_reset_forgets_everything(projector: Projector) -> None:
     projector.handle([{"enterprise_id": "E", "stream_version": 1, "position": 1, "hash": "a" * 64}])
     projector.reset()
     assert read_tally(projector.engine) == {} and projector.position() is None
+
+
+class FailingTally(TallyProjection):
+    """The tally whose database is "down" (every apply raises) until ``back`` is set."""
+
+    def __init__(self) -> None:
+        self.back = False
+        self.refused = 0
+
+    def apply(self, conn, envelope: dict) -> None:
+        if not self.back:
+            self.refused += 1
+            raise ConnectionError("the projection's database is down")
+        super().apply(conn, envelope)
+
+
+def test_a_batch_that_failed_is_fetched_again_with_nothing_after_it(platform: Platform, tmp_path) -> None:
+    """The follow loop meets an outage on the last events there will be: no later event comes to
+    reveal the gap, so the source itself must hand the failed batch over again once it can be applied."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'failing.db'}")
+    create_schema(engine)
+    projection = FailingTally()
+    projector = Projector(projection, engine)
+    enterprises = platform.register(3, offset=40)
+    platform.append(enterprises, 4)
+    expected = expected_tally(platform.all_events())
+    source = platform.make_source(projector)
+    thread = projector.start(source)
+    try:
+        deadline = time.monotonic() + 60
+        while projection.refused < 3:  # refused more than once: the loop retried while "down"
+            assert time.monotonic() < deadline, "the follow loop never tried to apply the events"
+            time.sleep(0.05)
+        assert projector.last_error is not None and read_tally(engine) == {}
+        projection.back = True
+        while read_tally(engine) != expected:
+            assert time.monotonic() < deadline, f"not applied after the outage: {read_tally(engine)}"
+            time.sleep(0.05)
+    finally:
+        projector.stop()
+        thread.join(15)
+        source.close()
+        engine.dispose()
+    assert projector.last_error is None
+    assert sum(count for count, _ in read_tally(engine).values()) == 3 * 5
