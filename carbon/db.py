@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import orjson
-from sqlalchemy import Connection, DateTime, Engine, Table, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, Table, bindparam, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.types import TypeDecorator
 
@@ -127,14 +127,11 @@ def insert_many(conn: Connection, table: Table, rows: list[dict], *, upsert_on: 
         return
     columns = tuple(rows[0])
     if is_sqlite(conn):
-        # sqlite3's executemany runs the one prepared statement row after row, in C.
-        from sqlalchemy.dialects.sqlite import insert
-
-        statement = insert(table)
-        if upsert_on:
-            statement = statement.on_conflict_do_update(
-                index_elements=list(upsert_on), set_={c: statement.excluded[c] for c in columns if c not in upsert_on})
-        conn.execute(statement, rows)
+        # sqlite3's executemany runs the one prepared statement row after row, in C; the statement's
+        # text is built once per table and columns, so nothing is compiled per call either.
+        text, processors = _sqlite_insert(conn.dialect, table, columns, tuple(upsert_on))
+        conn.exec_driver_sql(text, [tuple(convert(row[c]) if convert else row[c] for c, convert in zip(columns, processors))
+                                    for row in rows])
         return
     # PostgreSQL: one statement whatever the number of rows, each column sent as one array and
     # unnested by the server — the statement's text never changes, so nothing is parsed or compiled
@@ -144,6 +141,19 @@ def insert_many(conn: Connection, table: Table, rows: list[dict], *, upsert_on: 
     arrays = tuple([convert(row[c]) for row in rows] if convert else [row[c] for row in rows]
                    for c, convert in zip(columns, processors))
     conn.exec_driver_sql(text, arrays)
+
+
+@lru_cache(maxsize=256)
+def _sqlite_insert(dialect, table: Table, columns: tuple[str, ...], keys: tuple[str, ...]):
+    from sqlalchemy.dialects.sqlite import insert
+
+    statement = insert(table).values({c: bindparam(c) for c in columns})
+    if keys:
+        statement = statement.on_conflict_do_update(
+            index_elements=list(keys), set_={c: statement.excluded[c] for c in columns if c not in keys})
+    compiled = statement.compile(dialect=dialect)
+    assert compiled.positiontup == list(columns), compiled.positiontup  # one ? per column, in order
+    return str(compiled), tuple(table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns)
 
 
 @lru_cache(maxsize=256)

@@ -19,8 +19,9 @@ from typing import Any
 from opentelemetry import context, metrics, propagate, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler, SamplingResult
 from opentelemetry.trace import SpanKind
 
 _lock = threading.Lock()
@@ -28,6 +29,28 @@ _configured = False
 
 tracer = trace.get_tracer("carbon")
 meter = metrics.get_meter("carbon")
+
+
+class RecordWhenExported(Sampler):
+    """The configured sampler (``OTEL_TRACES_SAMPLER``, else parent-based always-on) while some span
+    processor receives spans; until then no span is recorded.
+
+    Trace context flows either way: an unrecorded span still has a valid trace and span id, so an
+    append's ``traceparent`` reaches its events and what follows them. What is saved is building,
+    attributing and ending spans that nothing would export — most of tracing's cost per request.
+    """
+
+    def __init__(self, delegate: Sampler) -> None:
+        self.delegate = delegate
+        self.exporting = False
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None,
+                      trace_state=None) -> SamplingResult:
+        chosen = self.delegate if self.exporting else ALWAYS_OFF
+        return chosen.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"RecordWhenExported{{{self.delegate.get_description()}}}"
 
 
 def configure(service_name: str) -> None:
@@ -38,14 +61,15 @@ def configure(service_name: str) -> None:
             return
         resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"carbon-{service_name}")})
         provider = TracerProvider(resource=resource)
+        provider.sampler = RecordWhenExported(provider.sampler)  # before any tracer is handed out
+        trace.set_tracer_provider(provider)
         exporter = os.environ.get("OTEL_TRACES_EXPORTER", "otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "none")
         if exporter == "otlp":
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            export_spans(BatchSpanProcessor(OTLPSpanExporter()))
         elif exporter == "console":
-            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-        trace.set_tracer_provider(provider)
+            export_spans(BatchSpanProcessor(ConsoleSpanExporter()))
 
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
@@ -59,15 +83,34 @@ def configure(service_name: str) -> None:
         _configured = True
 
 
-def instrument_app(app: Any) -> None:
-    """Server spans for every request (continuing an incoming ``traceparent``) and ``/metrics``."""
-    from fastapi import Response
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+def export_spans(processor: SpanProcessor) -> None:
+    """Send the spans of this process to ``processor`` too, and record spans from now on."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        raise RuntimeError("telemetry.configure() has not installed the SDK's tracer provider")
+    provider.add_span_processor(processor)
+    if isinstance(provider.sampler, RecordWhenExported):
+        provider.sampler.exporting = True
 
-    # One server span per request; not the ASGI layer's extra "http send"/"http receive" spans (two
-    # or three more per request, which cost more CPU than the span they detail and say nothing more).
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"])
+
+# Spans and metrics for the HTTP stack itself would say nothing about these.
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def http_telemetry() -> dict[str, Any]:
+    """FastAPI's own OpenTelemetry (``FastAPI(telemetry=…)``): a server span per request continuing an
+    incoming ``traceparent``, and the HTTP server metrics, from the global providers ``configure`` sets.
+
+    Not its spans for each dependency, the endpoint and serialisation (several per request, costing
+    more than the request's own work here), nor its exception log records (our handlers log those).
+    """
+    return {"operation_spans": False, "logs": False, "exclude": lambda scope: scope.get("path") in UNTRACED_PATHS}
+
+
+def serve_metrics(app: Any) -> None:
+    """``/metrics`` in Prometheus form."""
+    from fastapi import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics() -> Response:

@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from carbon.auth import mint_token
+from carbon import telemetry
 from carbon.kafka import record_headers
 from carbon.telemetry import span_for_event
 from contracts.examples import CEMENT_MAKER_USCC as CEMENT
@@ -26,7 +27,8 @@ SECRET = "tracing-suite-secret-long-enough-for-hs256-keys"
 def test_one_trace_links_the_append_and_the_projection(tmp_path) -> None:
     account = account_app(AccountSettings(database_url=f"sqlite:///{tmp_path / 'a.db'}", jwt_secret=SECRET))
     exporter = InMemorySpanExporter()
-    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.configure("tests")
+    telemetry.export_spans(SimpleSpanProcessor(exporter))
     with serve(account) as account_url:
         rating = rating_app(RatingSettings(database_url=f"sqlite:///{tmp_path / 'r.db'}", jwt_secret=SECRET,
                                            account_url=account_url))
