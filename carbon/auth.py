@@ -19,9 +19,8 @@ from urllib.parse import quote_plus
 
 import httpx
 import jwt
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from carbon.errors import Forbidden
 from carbon.identity import Principal
@@ -260,7 +259,9 @@ class ClientCredentialsTokens:
 
 # ---- FastAPI ------------------------------------------------------------------------------------
 
-_bearer = HTTPBearer(auto_error=False, description="JWT with claims sub, role, exp")
+# The scheme as the OpenAPI documents declare it (``document_bearer_scheme``).
+BEARER_SCHEME_NAME = "HTTPBearer"
+BEARER_SCHEME = {"type": "http", "scheme": "bearer", "description": "JWT with claims sub, role, exp"}
 
 
 def _verifier(request: Request) -> TokenVerifier:
@@ -268,16 +269,47 @@ def _verifier(request: Request) -> TokenVerifier:
     return verifier if verifier is not None else SecretVerifier(request.app.state.jwt_secret)
 
 
-async def authenticate(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Principal:
-    # async, so that a token checked by computation alone costs no thread-pool hop per request.
-    if credentials is None or credentials.scheme.lower() != "bearer":
+async def authenticate(request: Request) -> Principal:
+    # async, so that a token checked by computation alone costs no thread-pool hop per request. The
+    # header is read here rather than by a ``HTTPBearer`` sub-dependency: resolving a dependency
+    # costs more than the check itself; ``document_bearer_scheme`` still declares the scheme.
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise _unauthorized("send 'Authorization: Bearer <token>'", "Bearer")
     verifier = _verifier(request)
     if _may_block(verifier):
-        return await run_in_threadpool(verifier.verify, credentials.credentials)
-    return verifier.verify(credentials.credentials)
+        return await run_in_threadpool(verifier.verify, token)
+    return verifier.verify(token)
+
+
+def _depends_on(dependant: Any, call: Callable[..., Any]) -> bool:
+    return dependant.call is call or any(_depends_on(d, call) for d in dependant.dependencies)
+
+
+def document_bearer_scheme(app: FastAPI) -> None:
+    """Declare the bearer scheme in the app's OpenAPI document, on every operation that authenticates."""
+    from fastapi.routing import APIRoute, iter_route_contexts
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        secured = [(context.path_format, context.original_route) for context in iter_route_contexts(app.routes)
+                   if isinstance(context.original_route, APIRoute) and context.original_route.include_in_schema
+                   and _depends_on(context.original_route.dependant, authenticate)]
+        if secured:
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})[BEARER_SCHEME_NAME] = BEARER_SCHEME
+        for path, route in secured:
+            for method in route.methods:
+                operation = schema["paths"][path][method.lower()]
+                operation.setdefault("security", []).append({BEARER_SCHEME_NAME: []})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]

@@ -69,8 +69,14 @@ class GroupCommit:
     """Commits the units of work of concurrent requests in batches (see the module's docstring)."""
 
     def __init__(self, engine: Engine, name: str, *, max_batch: int = 256, gather_s: float = 0.0,
-                 read_ahead: Callable[[Connection, list[Work[Any]]], None] | None = None) -> None:
+                 read_ahead: Callable[[Connection, list[Work[Any]]], None] | None = None,
+                 on_loop: bool = False) -> None:
         self.engine, self.name, self.max_batch, self.read_ahead = engine, name, max_batch, read_ahead
+        # ``on_loop``: batches are committed on the event loop's own thread, which waits meanwhile. For
+        # a database whose commit does not wait for a disk flush (SQLite in WAL mode with
+        # synchronous=NORMAL: a fraction of a millisecond) the hand-off to a writer thread and back
+        # costs more than the batch. Requests arriving meanwhile wait in the sockets, then gather.
+        self.on_loop = on_loop
         # How long the first request after a quiet spell waits for others to share its commit (as
         # PostgreSQL's commit_delay): under moderate load, batches of several instead of one each.
         self.gather_s = gather_s
@@ -92,7 +98,8 @@ class GroupCommit:
         waiting = self._waiting.get(loop)
         if waiting is not None:  # goes with the next batch, sent when the one in flight is committed
             waiting.append((work, future))
-        elif self.gather_s > 0:  # nothing in flight: a batch starts gathering, sent shortly
+        elif self.gather_s > 0 or self.on_loop:  # nothing in flight: a batch starts gathering, sent shortly
+            # (on the loop, at least the requests already ready to run join it: one turn of the loop)
             self._waiting[loop] = [(work, future)]
             loop.call_later(self.gather_s, self._send_waiting, loop)
         else:  # nothing in flight: a batch of its own, sent at once
@@ -126,6 +133,11 @@ class GroupCommit:
         self._send(loop, batch)
 
     def _send(self, loop: asyncio.AbstractEventLoop, batch: list[_Waiter]) -> None:
+        if self.on_loop:
+            committed = loop.create_future()
+            committed.set_result(self._commit([work for work, _ in batch], [future.cancelled for _, future in batch]))
+            self._release(loop, batch, committed)
+            return
         try:
             committed = loop.run_in_executor(self._writer, self._commit, [work for work, _ in batch],
                                              [future.cancelled for _, future in batch])

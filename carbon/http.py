@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carbon import telemetry
-from carbon.auth import SecretVerifier, TokenVerifier
+from carbon.auth import SecretVerifier, TokenVerifier, document_bearer_scheme
 from carbon.problems import PROBLEM_JSON, Problem, install_problem_handlers, problem_responses
 
 
@@ -154,4 +154,5 @@ def create_service_app(
         return JSONResponse({"status": "ready"})
 
     telemetry.serve_metrics(app)
+    document_bearer_scheme(app)
     return app

@@ -46,6 +46,12 @@ def engine(database_url: str):
     engine.dispose()
 
 
+@pytest.fixture(params=[False, True], ids=["writer-thread", "on-loop"])
+def on_loop(request: pytest.FixtureRequest) -> bool:
+    """Both ways of committing a batch: on the writer thread, or on the event loop's own thread."""
+    return request.param
+
+
 def stored(engine) -> list[tuple]:
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(select(notes).order_by(notes.c.id))]
@@ -63,9 +69,9 @@ async def gather_settled(*awaitables):
 
 # ---- the plumbing ------------------------------------------------------------------------------------
 
-def test_concurrent_units_share_batches_and_each_gets_its_own_result(engine) -> None:
+def test_concurrent_units_share_batches_and_each_gets_its_own_result(engine, on_loop: bool) -> None:
     batches: list[int] = []
-    writes = GroupCommit(engine, "test", read_ahead=lambda conn, works: batches.append(len(works)))
+    writes = GroupCommit(engine, "test", on_loop=on_loop, read_ahead=lambda conn, works: batches.append(len(works)))
 
     async def main():
         try:
@@ -75,13 +81,14 @@ def test_concurrent_units_share_batches_and_each_gets_its_own_result(engine) -> 
 
     assert asyncio.run(main()) == list(range(60))
     assert stored(engine) == [(n, f"note {n}") for n in range(60)]
-    # The first went alone; the rest queued behind it and shared the next commit(s).
-    assert sum(batches) == 60 and len(batches) < 60 and batches[0] == 1
+    # On the writer thread the first goes alone and the rest queue behind it, sharing the next
+    # commit(s); on the loop, all that are ready in the same turn of the loop gather into one.
+    assert sum(batches) == 60 and len(batches) < 60 and batches[0] == (60 if on_loop else 1)
 
 
-def test_after_a_quiet_spell_a_batch_gathers_for_a_moment_before_it_is_sent(engine) -> None:
+def test_after_a_quiet_spell_a_batch_gathers_for_a_moment_before_it_is_sent(engine, on_loop: bool) -> None:
     batches: list[int] = []
-    writes = GroupCommit(engine, "test", gather_s=0.2, read_ahead=lambda conn, works: batches.append(len(works)))
+    writes = GroupCommit(engine, "test", on_loop=on_loop, gather_s=0.2, read_ahead=lambda conn, works: batches.append(len(works)))
 
     async def spaced(n: int) -> int:
         await asyncio.sleep(0.02 * n)  # each arrives after the first, within its gathering time
@@ -97,8 +104,8 @@ def test_after_a_quiet_spell_a_batch_gathers_for_a_moment_before_it_is_sent(engi
     assert batches == [4] and stored(engine) == [(n, f"note {n}") for n in range(4)]
 
 
-def test_a_unit_refused_on_its_own_stores_nothing_and_spoils_nothing(engine) -> None:
-    writes = GroupCommit(engine, "test")
+def test_a_unit_refused_on_its_own_stores_nothing_and_spoils_nothing(engine, on_loop: bool) -> None:
+    writes = GroupCommit(engine, "test", on_loop=on_loop)
 
     def refused(conn):
         raise NotFound("no such thing")
@@ -114,8 +121,8 @@ def test_a_unit_refused_on_its_own_stores_nothing_and_spoils_nothing(engine) -> 
     assert stored(engine) == [(1, "note 1"), (2, "note 2")]
 
 
-def test_a_failed_commit_fails_every_request_of_the_batch_and_stores_none_of_it(engine) -> None:
-    writes = GroupCommit(engine, "test")
+def test_a_failed_commit_fails_every_request_of_the_batch_and_stores_none_of_it(engine, on_loop: bool) -> None:
+    writes = GroupCommit(engine, "test", on_loop=on_loop)
     release = threading.Event()
 
     def slow(conn):
@@ -140,8 +147,8 @@ def test_a_failed_commit_fails_every_request_of_the_batch_and_stores_none_of_it(
     assert stored(engine) == [(100, "first batch")]  # note 1 was not kept without its batch
 
 
-def test_a_database_error_in_a_unit_fails_its_batch(engine) -> None:
-    writes = GroupCommit(engine, "test")
+def test_a_database_error_in_a_unit_fails_its_batch(engine, on_loop: bool) -> None:
+    writes = GroupCommit(engine, "test", on_loop=on_loop)
 
     def broken(conn):
         conn.execute(text("SELECT * FROM no_such_table"))
@@ -161,7 +168,31 @@ def test_a_database_error_in_a_unit_fails_its_batch(engine) -> None:
         writes.run(broken)
 
 
+def test_a_request_cancelled_while_gathering_is_not_worked(engine, on_loop: bool) -> None:
+    writes = GroupCommit(engine, "test", on_loop=on_loop, gather_s=0.1)
+    worked: list[int] = []
+
+    def tracked(conn):
+        worked.append(1)
+        return Staged(1, [(notes, {"id": 1, "text": "gone"})])
+
+    async def main():
+        try:
+            leaving = asyncio.ensure_future(writes.submit(tracked))
+            await asyncio.sleep(0.01)
+            leaving.cancel()
+            staying = await writes.submit(note(2))
+            return await gather_settled(leaving), staying
+        finally:
+            await writes.aclose()
+
+    (left,), staying = asyncio.run(main())
+    assert isinstance(left, asyncio.CancelledError) and staying == 2
+    assert worked == [] and stored(engine) == [(2, "note 2")]
+
+
 def test_a_request_cancelled_before_its_turn_is_not_worked(engine) -> None:
+    """On the writer thread: queued behind a batch still being committed, and cancelled meanwhile."""
     writes = GroupCommit(engine, "test")
     release = threading.Event()
     worked: list[int] = []
@@ -191,8 +222,8 @@ def test_a_request_cancelled_before_its_turn_is_not_worked(engine) -> None:
     assert worked == [] and stored(engine) == []
 
 
-def test_after_close_work_is_refused_and_run_still_works_alone(engine) -> None:
-    writes = GroupCommit(engine, "test")
+def test_after_close_work_is_refused_and_run_still_works_alone(engine, on_loop: bool) -> None:
+    writes = GroupCommit(engine, "test", on_loop=on_loop)
 
     async def main():
         await writes.submit(note(1))
