@@ -98,11 +98,12 @@ async def startup_frozen(app: FastAPI,
     Python's full (generation 2) collections scan every tracked object. A started service holds
     hundreds of thousands that live as long as it does (modules, schemas, the app, the SQL
     compiler's caches), and scanning them paused every request for 40–130 ms several times a
-    minute under load. Frozen after a collection (``gc.freeze``), they are no longer scanned; at
-    shutdown they are handed back, so a process that starts many apps (the tests) frees them.
+    minute under load. Frozen (``gc.freeze``), they are no longer scanned; at shutdown they are
+    handed back, so a process that starts many apps (the tests) frees them, and with them whatever
+    garbage the start left (not collected first: a full collection per start would cost the tests
+    more than that garbage weighs).
     """
     async with lifespan(app) if lifespan is not None else nullcontext():
-        gc.collect()
         gc.freeze()
         try:
             yield
