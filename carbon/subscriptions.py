@@ -12,6 +12,7 @@ Both hand over batches of envelopes in per-enterprise order; both may hand an ev
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Protocol
 
 from carbon import cloudevents
@@ -55,6 +56,9 @@ class StoreCatchUpSource:
         self.client.close()
 
 
+TOPIC_WAIT_S = 10.0
+
+
 class KafkaSource:
     """A consumer-group member; offsets are committed by ``acknowledge`` after the read-model commit."""
 
@@ -66,13 +70,14 @@ class KafkaSource:
         *,
         max_poll_interval_ms: int = 300_000,
         session_timeout_ms: int = 10_000,
+        metadata_max_age_ms: int = 10_000,
     ) -> None:
         from kafka import KafkaConsumer
 
         from carbon.kafka import TOPIC
 
+        name = topic or TOPIC
         self.consumer = KafkaConsumer(
-            topic or TOPIC,
             bootstrap_servers=bootstrap,
             group_id=group_id,
             client_id=f"carbon-{group_id}",
@@ -82,7 +87,16 @@ class KafkaSource:
             # for being slow; if it is, the next commit fails and the batch is simply redelivered.
             max_poll_interval_ms=max_poll_interval_ms,
             session_timeout_ms=session_timeout_ms,
+            # A topic created after the member joined (or whose metadata had not yet reached the
+            # broker it asked) is noticed at the next metadata refresh: seconds, not the default 5 min.
+            metadata_max_age_ms=metadata_max_age_ms,
         )
+        # Subscribe once the broker knows the topic's partitions (bounded): a member that joins its
+        # group before then is assigned no partition at all until that next refresh.
+        deadline = time.monotonic() + TOPIC_WAIT_S
+        while not self.consumer.partitions_for_topic(name) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.consumer.subscribe([name])
         self._offsets: dict[Any, int] = {}
 
     def fetch(self, max_events: int, timeout_s: float) -> list[dict[str, Any]]:

@@ -243,3 +243,40 @@ def test_a_batch_that_failed_is_fetched_again_with_nothing_after_it(platform: Pl
         engine.dispose()
     assert projector.last_error is None
     assert sum(count for count, _ in read_tally(engine).values()) == 3 * 5
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_a_consumer_started_before_its_topic_exists_gets_its_partitions_within_seconds() -> None:
+    """A member whose topic is created only after it started consuming gets the topic's partitions
+    and its events within seconds (a group assignment made without the topic's metadata lasts until
+    the consumer's next metadata refresh: now at most 10 s, not the client's default 5 min)."""
+    from kafka import KafkaProducer
+
+    from carbon import subscriptions
+    from carbon.kafka import ensure_topic
+    from tests.kafka_infra import kafka_bootstrap
+
+    bootstrap = kafka_bootstrap()
+    topic = f"carbon.test.late.{uuid.uuid4().hex[:12]}"
+    started = time.monotonic()
+    source = KafkaSource(bootstrap, f"late-{uuid.uuid4().hex[:8]}", topic)
+    try:
+        assert time.monotonic() - started < subscriptions.TOPIC_WAIT_S + 5
+        source.fetch(10, timeout_s=1.0)  # joins its group: no partition to be had yet
+        ensure_topic(bootstrap, topic, partitions=2)
+        producer = KafkaProducer(bootstrap_servers=bootstrap)
+        envelope = {"event_id": str(uuid.uuid4()), "type": "T", "schema_version": 1, "enterprise_id": "E", "stream_version": 1,
+                    "position": 1, "recorded_at": "2026-01-01T00:00:00Z", "data": {}, "metadata": {}}
+        from carbon import cloudevents
+        producer.send(topic, key=b"E", value=cloudevents.encode(envelope))
+        producer.flush()
+        producer.close()
+        got: list[dict] = []
+        deadline = time.monotonic() + 40
+        while not got:
+            assert time.monotonic() < deadline, "the consumer never got the topic's partitions"
+            got = source.fetch(10, timeout_s=0.5)
+        assert got[0]["event_id"] == envelope["event_id"]
+    finally:
+        source.close()
