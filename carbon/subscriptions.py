@@ -117,13 +117,17 @@ class KafkaSource:
         if not self._offsets:
             return
         from kafka import OffsetAndMetadata
-        from kafka.errors import CommitFailedError
+        from kafka.errors import CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError
 
         try:
             self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._offsets.items()})
-        except CommitFailedError:
-            # The group rebalanced: the new owner re-reads from the last commit, and checkpoints dedupe.
-            log.info("offset commit lost to a rebalance; the batch will be redelivered and skipped")
+        except (CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError) as exc:
+            # The group is rebalancing or has: the batch is durably applied all the same, whoever owns
+            # its partition next re-reads from the last commit, and checkpoints skip what was applied.
+            # Not a failure of the projection: backing off here would only keep the member from the
+            # poll that completes the rebalance.
+            log.info("offset commit lost to a rebalance (%s); the batch will be redelivered and skipped",
+                     type(exc).__name__)
         self._offsets = {}
 
     def redeliver(self, position: int | None) -> None:

@@ -280,3 +280,23 @@ def test_a_consumer_started_before_its_topic_exists_gets_its_partitions_within_s
         assert got[0]["event_id"] == envelope["event_id"]
     finally:
         source.close()
+
+
+@pytest.mark.parametrize("error", ["RebalanceInProgressError", "IllegalGenerationError", "UnknownMemberIdError",
+                                   "CommitFailedError"])
+def test_an_offset_commit_lost_to_a_rebalance_is_not_a_projection_failure(error: str) -> None:
+    """The batch is applied and checkpointed; only the consumer-group offset is lost, and the
+    redelivery it causes is skipped. Raising it made the projection back off for up to 5 s, away
+    from the poll that completes the rebalance — and fall further behind each time."""
+    import kafka.errors
+    from kafka import TopicPartition
+
+    class Rebalancing:
+        def commit(self, offsets) -> None:
+            raise getattr(kafka.errors, error)()
+
+    source = KafkaSource.__new__(KafkaSource)
+    source.consumer = Rebalancing()
+    source._offsets = {TopicPartition("t", 0): 5}
+    source.acknowledge()  # does not raise
+    assert source._offsets == {}
