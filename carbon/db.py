@@ -15,7 +15,8 @@ from pathlib import Path
 
 import orjson
 from sqlalchemy import Connection, DateTime, Engine, Table, bindparam, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
 # The largest values the integer columns hold on both backends: stream versions are INTEGER, positions
@@ -49,6 +50,16 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
         return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
                              hide_parameters=True, json_deserializer=orjson.loads)
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:/// or postgresql+psycopg://")
+
+
+def make_async_engine(url: str | URL, *, pool_size: int = 4) -> AsyncEngine:
+    """The same PostgreSQL database through psycopg's asyncio connection, for work done on an event loop."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"an asyncio engine is made for PostgreSQL only, not {parsed.drivername!r}")
+    return create_async_engine(parsed.set(drivername="postgresql+psycopg"), pool_size=pool_size,
+                               max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True,
+                               json_deserializer=orjson.loads)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -5,11 +5,13 @@ third party's read is logged for the enterprise). Done one request at a time, ea
 transaction of its own and a commit, which on PostgreSQL waits for the WAL to reach the disk and on
 SQLite serialises every request on the write lock, and each holds a thread-pool thread meanwhile.
 
-Here the requests of an event loop queue their units of work; one writer thread runs a batch of
-them in a single write transaction, inserts all their rows with one statement per table, commits
-once, and only then are the waiting requests released, each with its own result. While a batch is
-being committed the next one gathers, so under load batches grow by themselves and a lone request
-goes at once. The commit is still made before any answer leaves; it is only shared.
+Here the requests of an event loop queue their units of work; a batch of them is worked in a
+single write transaction, all their rows inserted with one statement per table and committed once,
+and only then are the waiting requests released, each with its own result. While a batch is being
+committed the next one gathers, so under load batches grow by themselves and a lone request goes at
+once. The commit is still made before any answer leaves; it is only shared. A batch is worked on a
+writer thread, on the event loop's own thread (SQLite: its commit is quick), or on the loop through
+an asyncio driver that awaits each statement and the commit (PostgreSQL).
 
 A unit of work reads what it needs through the connection it is given and returns ``Staged``: its
 result and the rows to insert. It must not write itself, so that a unit refused on its own (a 403,
@@ -32,6 +34,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from carbon.db import insert_many, write_transaction
 from carbon.errors import Unavailable
@@ -70,8 +73,13 @@ class GroupCommit:
 
     def __init__(self, engine: Engine, name: str, *, max_batch: int = 256, gather_s: float = 0.0,
                  read_ahead: Callable[[Connection, list[Work[Any]]], None] | None = None,
-                 on_loop: bool = False) -> None:
+                 on_loop: bool = False, async_engine: AsyncEngine | None = None) -> None:
         self.engine, self.name, self.max_batch, self.read_ahead = engine, name, max_batch, read_ahead
+        # ``async_engine`` (the same database through an asyncio driver): batches are worked and
+        # committed on the event loop's thread too, but each statement and the commit (PostgreSQL's
+        # waits for its WAL flush) are awaited, so the loop goes on taking requests meanwhile. No
+        # thread hand-off, and no second thread contending with the loop for the interpreter.
+        self.async_engine = async_engine
         # ``on_loop``: batches are committed on the event loop's own thread, which waits meanwhile. For
         # a database whose commit does not wait for a disk flush (SQLite in WAL mode with
         # synchronous=NORMAL: a fraction of a millisecond) the hand-off to a writer thread and back
@@ -98,8 +106,9 @@ class GroupCommit:
         waiting = self._waiting.get(loop)
         if waiting is not None:  # goes with the next batch, sent when the one in flight is committed
             waiting.append((work, future))
-        elif self.gather_s > 0 or self.on_loop:  # nothing in flight: a batch starts gathering, sent shortly
-            # (on the loop, at least the requests already ready to run join it: one turn of the loop)
+        elif self.gather_s > 0 or self.on_loop or self.async_engine is not None:
+            # Nothing in flight: a batch starts gathering, sent shortly (on the loop, at least the
+            # requests already ready to run join it: one turn of the loop).
             self._waiting[loop] = [(work, future)]
             loop.call_later(self.gather_s, self._send_waiting, loop)
         else:  # nothing in flight: a batch of its own, sent at once
@@ -133,23 +142,26 @@ class GroupCommit:
         self._send(loop, batch)
 
     def _send(self, loop: asyncio.AbstractEventLoop, batch: list[_Waiter]) -> None:
-        if self.on_loop:
+        works, cancelled = [work for work, _ in batch], [future.cancelled for _, future in batch]
+        if self.async_engine is not None:
+            committed = asyncio.ensure_future(self._commit_async(self.async_engine, works, cancelled))
+        elif self.on_loop:
             committed = loop.create_future()
-            committed.set_result(self._commit([work for work, _ in batch], [future.cancelled for _, future in batch]))
+            committed.set_result(self._commit(works, cancelled))
             self._release(loop, batch, committed)
             return
-        try:
-            committed = loop.run_in_executor(self._writer, self._commit, [work for work, _ in batch],
-                                             [future.cancelled for _, future in batch])
-        except RuntimeError as exc:  # the writer has been shut down: nobody waits forever
-            committed = loop.create_future()
-            committed.set_exception(exc)
+        else:
+            try:
+                committed = loop.run_in_executor(self._writer, self._commit, works, cancelled)
+            except RuntimeError as exc:  # the writer has been shut down: nobody waits forever
+                committed = loop.create_future()
+                committed.set_exception(exc)
         committed.add_done_callback(lambda done: self._release(loop, batch, done))
 
     def _release(self, loop: asyncio.AbstractEventLoop, batch: list[_Waiter], done: asyncio.Future) -> None:
         try:
             outcomes = done.result()
-        except Exception as exc:  # noqa: BLE001 - the writer itself failed: nothing of the batch is known stored
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - the writer itself failed or was stopped: nothing of the batch is known stored
             outcomes = [_unrecorded(exc) for _ in batch]
         for (_, future), outcome in zip(batch, outcomes):
             if future.done():  # its request was cancelled meanwhile
@@ -163,36 +175,57 @@ class GroupCommit:
         else:
             del self._waiting[loop]
 
-    # ---- on the writer thread ---------------------------------------------------------------------
+    # ---- working a batch (on the writer thread, or on the loop) ---------------------------------------
 
     def _commit(self, works: list[Work[Any]], cancelled: list[Callable[[], bool]]) -> list[Any]:
         """Each unit's result (or ``_Failed``), once all the batch's rows are committed."""
-        outcomes: list[Any] = []
-        staged: list[Staged[Any]] = []
         try:
             with write_transaction(self.engine) as conn:
-                # A unit whose caller left before its turn is not worked at all.
-                live = [not gone() for gone in cancelled]
-                if self.read_ahead is not None:
-                    self.read_ahead(conn, [work for work, alive in zip(works, live) if alive])
-                for work, alive in zip(works, live):
-                    if not alive:
-                        outcomes.append(_Failed(asyncio.CancelledError()))
-                        continue
-                    try:
-                        unit = work(conn)
-                    except DBAPIError:
-                        raise  # the transaction may be spoiled: the whole batch fails below
-                    except Exception as exc:  # noqa: BLE001 - this request's own refusal, or a bug
-                        outcomes.append(_Failed(exc))
-                        continue
-                    outcomes.append(unit.result)
-                    staged.append(unit)
-                insert_staged(conn, staged)
+                return self._work(conn, works, cancelled)
         except Exception as exc:  # noqa: BLE001 - rolled back: no request of the batch was recorded
-            log.warning("%s: a batch of %d could not be committed: %s", self.name, len(works), exc)
-            return [_unrecorded(exc) for _ in works]
+            return self._failed_batch(works, exc)
+
+    async def _commit_async(self, engine: AsyncEngine, works: list[Work[Any]],
+                            cancelled: list[Callable[[], bool]]) -> list[Any]:
+        """As ``_commit``, the units run as they are (synchronous code) with every database wait awaited."""
+
+        def in_transaction(conn: Connection) -> list[Any]:
+            with conn.begin():
+                return self._work(conn, works, cancelled)
+
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(in_transaction)
+        except Exception as exc:  # noqa: BLE001 - rolled back: no request of the batch was recorded
+            return self._failed_batch(works, exc)
+
+    def _work(self, conn: Connection, works: list[Work[Any]], cancelled: list[Callable[[], bool]]) -> list[Any]:
+        """Work the batch's units in ``conn``'s transaction and insert their rows (the caller commits)."""
+        outcomes: list[Any] = []
+        staged: list[Staged[Any]] = []
+        # A unit whose caller left before its turn is not worked at all.
+        live = [not gone() for gone in cancelled]
+        if self.read_ahead is not None:
+            self.read_ahead(conn, [work for work, alive in zip(works, live) if alive])
+        for work, alive in zip(works, live):
+            if not alive:
+                outcomes.append(_Failed(asyncio.CancelledError()))
+                continue
+            try:
+                unit = work(conn)
+            except DBAPIError:
+                raise  # the transaction may be spoiled: the whole batch fails
+            except Exception as exc:  # noqa: BLE001 - this request's own refusal, or a bug
+                outcomes.append(_Failed(exc))
+                continue
+            outcomes.append(unit.result)
+            staged.append(unit)
+        insert_staged(conn, staged)
         return outcomes
+
+    def _failed_batch(self, works: list[Work[Any]], exc: Exception) -> list[Any]:
+        log.warning("%s: a batch of %d could not be committed: %s", self.name, len(works), exc)
+        return [_unrecorded(exc) for _ in works]
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from carbon.consent import REASON_TEXT, ConsentRecord, decide
 from carbon.consent_projection import load_consents, load_consents_of
-from carbon.db import is_sqlite, read_transaction, write_transaction
+from carbon.db import is_sqlite, make_async_engine, read_transaction, write_transaction
 from carbon.errors import Conflict, Forbidden, Invalid, NotFound
 from carbon.group_commit import GroupCommit, Staged
 from carbon.identity import Principal
@@ -120,13 +120,17 @@ class RatingService:
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.engine, self.reference, self.clock = engine, reference, clock
         # SQLite commits in a fraction of a millisecond (no flush per commit in WAL mode): on the
-        # event loop itself; PostgreSQL's commit waits for its WAL flush: on the writer thread.
+        # event loop itself. PostgreSQL's statements and commit (which waits for its WAL flush) are
+        # awaited on the loop through psycopg's asyncio connection, so other requests go on meanwhile.
+        self.async_engine = None if is_sqlite(engine) else make_async_engine(engine.url)
         self.writes = GroupCommit(engine, "rating", read_ahead=self._read_ahead, gather_s=GATHER_S,
-                                  on_loop=is_sqlite(engine))
+                                  on_loop=is_sqlite(engine), async_engine=self.async_engine)
 
     async def aclose(self) -> None:
         """Commit the answers still queued, then stop the group-commit writer."""
         await self.writes.aclose()
+        if self.async_engine is not None:
+            await self.async_engine.dispose()
 
     # ---- authorisation --------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import itertools
 import json
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy import select, text
 
 import carbon.group_commit as group_commit
-from carbon.db import make_engine
+from carbon.db import make_async_engine, make_engine
 from carbon.errors import Forbidden, NotFound, Unavailable
 from carbon.group_commit import GroupCommit, Staged
 from carbon.identity import Principal
@@ -38,18 +39,45 @@ scratch = sa.MetaData()
 notes = sa.Table("notes", scratch, sa.Column("id", sa.Integer, primary_key=True), sa.Column("text", sa.String(40)))
 
 
+# Every way of committing a batch, on each backend it serves: on the writer thread, on the event
+# loop's own thread, and on the loop with every database wait awaited (asyncio driver: PostgreSQL).
+MODES = [("sqlite", "writer-thread"), ("sqlite", "on-loop"),
+         ("postgres", "writer-thread"), ("postgres", "on-loop"), ("postgres", "asyncio")]
+
+
+@pytest.fixture(params=MODES, ids=[f"{backend}-{mode}" for backend, mode in MODES])
+def mode(request: pytest.FixtureRequest, tmp_path) -> Iterator[tuple[str, str]]:
+    """(database URL, way of committing)."""
+    backend, how = request.param
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}", how
+    else:
+        request.applymarker(pytest.mark.postgres)
+        yield request.getfixturevalue("postgres_url"), how
+
+
 @pytest.fixture
-def engine(database_url: str):
-    engine = make_engine(database_url)
+def engine(mode: tuple[str, str]):
+    engine = make_engine(mode[0])
     scratch.create_all(engine)
     yield engine
     engine.dispose()
 
 
-@pytest.fixture(params=[False, True], ids=["writer-thread", "on-loop"])
-def on_loop(request: pytest.FixtureRequest) -> bool:
-    """Both ways of committing a batch: on the writer thread, or on the event loop's own thread."""
-    return request.param
+@pytest.fixture
+def group_commit_of(engine, mode: tuple[str, str]) -> Iterator[Callable[..., GroupCommit]]:
+    """``GroupCommit`` on the test's database, committing the test's way (other options passed on)."""
+    how, async_engines = mode[1], []
+
+    def make(**options) -> GroupCommit:
+        if how == "asyncio":
+            async_engines.append(make_async_engine(engine.url))
+            options["async_engine"] = async_engines[-1]
+        return GroupCommit(engine, "test", on_loop=how == "on-loop", **options)
+
+    yield make
+    for async_engine in async_engines:
+        asyncio.run(async_engine.dispose())
 
 
 def stored(engine) -> list[tuple]:
@@ -69,9 +97,10 @@ async def gather_settled(*awaitables):
 
 # ---- the plumbing ------------------------------------------------------------------------------------
 
-def test_concurrent_units_share_batches_and_each_gets_its_own_result(engine, on_loop: bool) -> None:
+def test_concurrent_units_share_batches_and_each_gets_its_own_result(engine, group_commit_of, mode) -> None:
+    writer_thread = mode[1] == "writer-thread"
     batches: list[int] = []
-    writes = GroupCommit(engine, "test", on_loop=on_loop, read_ahead=lambda conn, works: batches.append(len(works)))
+    writes = group_commit_of(read_ahead=lambda conn, works: batches.append(len(works)))
 
     async def main():
         try:
@@ -82,13 +111,13 @@ def test_concurrent_units_share_batches_and_each_gets_its_own_result(engine, on_
     assert asyncio.run(main()) == list(range(60))
     assert stored(engine) == [(n, f"note {n}") for n in range(60)]
     # On the writer thread the first goes alone and the rest queue behind it, sharing the next
-    # commit(s); on the loop, all that are ready in the same turn of the loop gather into one.
-    assert sum(batches) == 60 and len(batches) < 60 and batches[0] == (60 if on_loop else 1)
+    # commit(s); on the loop (asyncio too), all that are ready in the same turn of the loop gather into one.
+    assert sum(batches) == 60 and len(batches) < 60 and batches[0] == (1 if writer_thread else 60)
 
 
-def test_after_a_quiet_spell_a_batch_gathers_for_a_moment_before_it_is_sent(engine, on_loop: bool) -> None:
+def test_after_a_quiet_spell_a_batch_gathers_for_a_moment_before_it_is_sent(engine, group_commit_of) -> None:
     batches: list[int] = []
-    writes = GroupCommit(engine, "test", on_loop=on_loop, gather_s=0.2, read_ahead=lambda conn, works: batches.append(len(works)))
+    writes = group_commit_of(gather_s=0.2, read_ahead=lambda conn, works: batches.append(len(works)))
 
     async def spaced(n: int) -> int:
         await asyncio.sleep(0.02 * n)  # each arrives after the first, within its gathering time
@@ -104,8 +133,8 @@ def test_after_a_quiet_spell_a_batch_gathers_for_a_moment_before_it_is_sent(engi
     assert batches == [4] and stored(engine) == [(n, f"note {n}") for n in range(4)]
 
 
-def test_a_unit_refused_on_its_own_stores_nothing_and_spoils_nothing(engine, on_loop: bool) -> None:
-    writes = GroupCommit(engine, "test", on_loop=on_loop)
+def test_a_unit_refused_on_its_own_stores_nothing_and_spoils_nothing(engine, group_commit_of) -> None:
+    writes = group_commit_of()
 
     def refused(conn):
         raise NotFound("no such thing")
@@ -121,34 +150,28 @@ def test_a_unit_refused_on_its_own_stores_nothing_and_spoils_nothing(engine, on_
     assert stored(engine) == [(1, "note 1"), (2, "note 2")]
 
 
-def test_a_failed_commit_fails_every_request_of_the_batch_and_stores_none_of_it(engine, on_loop: bool) -> None:
-    writes = GroupCommit(engine, "test", on_loop=on_loop)
-    release = threading.Event()
-
-    def slow(conn):
-        release.wait(10)  # holds the writer, so that the next three gather into one batch
-        return Staged(0, [(notes, {"id": 100, "text": "first batch"})])
+def test_a_failed_commit_fails_every_request_of_the_batch_and_stores_none_of_it(engine, group_commit_of) -> None:
+    batches: list[int] = []
+    # Requests that arrive together gather into one batch, whichever way it is committed.
+    writes = group_commit_of(gather_s=0.05, read_ahead=lambda conn, works: batches.append(len(works)))
 
     async def main():
         try:
-            first = asyncio.ensure_future(writes.submit(slow))
-            await asyncio.sleep(0.05)
+            first = await writes.submit(note(100, "first batch"))
             # The same primary key twice in one batch: its insert, hence its commit, fails.
-            rest = [asyncio.ensure_future(writes.submit(work)) for work in (note(1), note(2, "twin"), note(2))]
-            await asyncio.sleep(0.05)
-            release.set()
-            return await gather_settled(first, *rest)
+            rest = await gather_settled(*(writes.submit(work) for work in (note(1), note(2, "twin"), note(2))))
+            return first, rest
         finally:
             await writes.aclose()
 
-    first, *rest = asyncio.run(main())
-    assert first == 0
+    first, rest = asyncio.run(main())
+    assert first == 100 and batches == [1, 3]
     assert all(isinstance(r, Unavailable) for r in rest), rest
     assert stored(engine) == [(100, "first batch")]  # note 1 was not kept without its batch
 
 
-def test_a_database_error_in_a_unit_fails_its_batch(engine, on_loop: bool) -> None:
-    writes = GroupCommit(engine, "test", on_loop=on_loop)
+def test_a_database_error_in_a_unit_fails_its_batch(engine, group_commit_of) -> None:
+    writes = group_commit_of()
 
     def broken(conn):
         conn.execute(text("SELECT * FROM no_such_table"))
@@ -168,8 +191,8 @@ def test_a_database_error_in_a_unit_fails_its_batch(engine, on_loop: bool) -> No
         writes.run(broken)
 
 
-def test_a_request_cancelled_while_gathering_is_not_worked(engine, on_loop: bool) -> None:
-    writes = GroupCommit(engine, "test", on_loop=on_loop, gather_s=0.1)
+def test_a_request_cancelled_while_gathering_is_not_worked(engine, group_commit_of) -> None:
+    writes = group_commit_of(gather_s=0.1)
     worked: list[int] = []
 
     def tracked(conn):
@@ -191,8 +214,10 @@ def test_a_request_cancelled_while_gathering_is_not_worked(engine, on_loop: bool
     assert worked == [] and stored(engine) == [(2, "note 2")]
 
 
-def test_a_request_cancelled_before_its_turn_is_not_worked(engine) -> None:
+def test_a_request_cancelled_before_its_turn_is_not_worked(database_url: str) -> None:
     """On the writer thread: queued behind a batch still being committed, and cancelled meanwhile."""
+    engine = make_engine(database_url)
+    scratch.create_all(engine)
     writes = GroupCommit(engine, "test")
     release = threading.Event()
     worked: list[int] = []
@@ -217,13 +242,16 @@ def test_a_request_cancelled_before_its_turn_is_not_worked(engine) -> None:
         finally:
             await writes.aclose()
 
-    first, second = asyncio.run(main())
-    assert first == 0 and isinstance(second, asyncio.CancelledError)
-    assert worked == [] and stored(engine) == []
+    try:
+        first, second = asyncio.run(main())
+        assert first == 0 and isinstance(second, asyncio.CancelledError)
+        assert worked == [] and stored(engine) == []
+    finally:
+        engine.dispose()
 
 
-def test_after_close_work_is_refused_and_run_still_works_alone(engine, on_loop: bool) -> None:
-    writes = GroupCommit(engine, "test", on_loop=on_loop)
+def test_after_close_work_is_refused_and_run_still_works_alone(engine, group_commit_of) -> None:
+    writes = group_commit_of()
 
     async def main():
         await writes.submit(note(1))
