@@ -35,6 +35,7 @@ from bench.common import (
     BUSY_CORES,
     CpuProbe,
     busy_elsewhere,
+    checkpoint,
     cleanest,
     console,
     database_from_template,
@@ -231,6 +232,7 @@ def replay_direct(account_url: str, projector, probe: CpuProbe, label: str, limi
             after = page[-1]["position"]
             if limit is not None and applied >= limit:
                 break
+        projector.analyze()  # as ``carbon replay`` ends
         seconds = time.perf_counter() - began
         cpu = CpuProbe.cores(before, probe.sample(), seconds)
     finally:
@@ -479,6 +481,7 @@ def copy_to_sqlite(source_engine, sqlite_path: Path) -> str:
                 rows = [dict(r) for r in src.execute(select(table)).mappings()]
                 if rows:
                     dst.execute(table.insert(), rows)
+            dst.exec_driver_sql("ANALYZE")  # as a replay into it would end
     finally:
         target.dispose()
     return url
@@ -547,6 +550,8 @@ def run(quick: bool = False) -> None:
         enterprises = [enterprise_id(n) for n in range(plan.enterprises)]
         sqlite_url = copy_to_sqlite(via_http.engine, tmp / "rating.db")
         via_http.engine.dispose()
+        # The replays' dirty pages flushed now, not by a checkpoint in the middle of the reads.
+        checkpoint(http_url)
         for database, url in (("PostgreSQL", http_url), ("SQLite", sqlite_url)):
             with service("services.rating.api:create_app", {
                 "CARBON_DATABASE_URL": url, "CARBON_JWT_SECRET": secret, "CARBON_TRANSPORT": "store",

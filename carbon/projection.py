@@ -191,6 +191,17 @@ class Projector:
                                          "updated_at": datetime.now(UTC)}], ["projection"])
         return position
 
+    def analyze(self) -> None:
+        """Refresh the query planner's statistics of the read model and the checkpoints.
+
+        After a rebuild the tables hold a whole log where the planner last saw them empty; until the
+        database's own maintenance comes round, reads would be planned for empty tables.
+        """
+        tables = [*self.projection.tables, stream_checkpoints, projection_heads]
+        with write_transaction(self.engine) as conn:
+            for table in tables:
+                conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.format_table(table)}")
+
     def reset(self) -> None:
         """Forget everything: the read model and the checkpoints (then replay rebuilds it)."""
         with write_transaction(self.engine) as conn:

@@ -59,6 +59,8 @@ def replay(projector: Projector, client: AccountClient, on_batch: Callable[[Batc
     projector.reset()
     source = StoreCatchUpSource(client, after=None)
     try:
-        return projector.catch_up(source, batch_size=1000, progress=on_batch)
+        applied = projector.catch_up(source, batch_size=1000, progress=on_batch)
     finally:
         source.close()
+    projector.analyze()
+    return applied

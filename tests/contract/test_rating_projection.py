@@ -112,6 +112,29 @@ def test_rebuilding_gives_identical_ratings_whatever_the_batches(projector: Proj
     assert stored["retirements"][0][2] == "100"
 
 
+def planner_row_counts(projector: Projector) -> dict[str, int]:
+    """What the database's query planner believes each table of the projection holds."""
+    names = [t.name for t in projector.projection.tables]
+    with projector.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            if not conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").first():
+                return {}
+            rows = conn.exec_driver_sql("SELECT tbl, MAX(CAST(stat AS INTEGER)) FROM sqlite_stat1 GROUP BY tbl")
+        else:
+            rows = conn.exec_driver_sql("SELECT relname, reltuples::bigint FROM pg_class WHERE relkind = 'r'")
+        return {name: count for name, count in rows if name in names and count > 0}
+
+
+def test_analyze_gives_the_planner_the_rebuilt_tables(projector: Projector) -> None:
+    log = Log()
+    story(log)
+    projector.handle(log.events)
+    assert "ratings" not in planner_row_counts(projector)  # as after a rebuild: never looked at
+    projector.analyze()
+    counts = planner_row_counts(projector)
+    assert counts["ratings"] == len(snapshot(projector)) and counts["rating_facts"] == 2
+
+
 def test_only_rating_changes_enter_the_history_with_their_knowledge_time(projector: Projector) -> None:
     log = Log()
     story(log)
