@@ -215,23 +215,28 @@ def tally_projector(url: str):
 
 
 def replay_direct(account_url: str, projector, probe: CpuProbe, label: str, limit: int | None = None) -> Replay:
-    """Pages of the global log read in process, each applied in one transaction, as catch-up does."""
+    """Pages of the global log read in process, applied in batches as ``carbon replay`` applies them."""
     from carbon.db import make_engine
     from carbon.eventstore import EventStore
+    from carbon.projection_runtime import REPLAY_BATCH_EVENTS
 
     engine = make_engine(account_url)
     try:
         store = EventStore(engine)
         projector.reset()
-        applied, after = 0, None
+        applied, after, ended = 0, None, False
         before, began = probe.sample(), time.perf_counter()
-        while page := store.read_all_envelopes(after, limit=1000):
-            if limit is not None:
-                page = page[: limit - applied]
-            applied += projector.handle(page).applied
-            after = page[-1]["position"]
-            if limit is not None and applied >= limit:
-                break
+        while not ended:
+            batch: list[dict] = []
+            while len(batch) < REPLAY_BATCH_EVENTS and not ended:
+                page = store.read_all_envelopes(after, limit=1000)
+                if limit is not None:
+                    page = page[: limit - applied - len(batch)]
+                batch.extend(page)
+                ended = not page or (limit is not None and applied + len(batch) >= limit)
+                if page:
+                    after = page[-1]["position"]
+            applied += projector.handle(batch).applied
         projector.analyze()  # as ``carbon replay`` ends
         seconds = time.perf_counter() - began
         cpu = CpuProbe.cores(before, probe.sample(), seconds)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, bindparam, select
 
 from carbon.consent import ConsentRecord
-from carbon.db import UTCDateTime
+from carbon.db import UTCDateTime, insert_many
 
 consent_metadata = sa.MetaData()
 
@@ -46,25 +46,60 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def _granted_row(envelope: dict[str, Any]) -> dict[str, Any]:
+    data = envelope["data"]
+    return {"consent_id": data["consent_id"], "enterprise_id": envelope["enterprise_id"], "grantee": data["grantee"],
+            "scopes": " ".join(sorted(data["scopes"])), "purpose": data["purpose"],
+            "expires_at": _time(data["expires_at"]), "granted_at": _time(envelope["recorded_at"]), "revoked_at": None}
+
+
+# Built once, values bound per execution (no statement construction per event).
+_GRANT = consents.insert()
+_REVOKE = consents.update().where(consents.c.consent_id == bindparam("c_id")).values(revoked_at=bindparam("at"))
+
+
 def apply_consent_event(conn: Connection, envelope: dict[str, Any]) -> bool:
-    """Project ConsentGranted/ConsentRevoked; return False for any other event type."""
-    if envelope["type"] not in ("ConsentGranted", "ConsentRevoked"):
-        return False
-    data, at = envelope["data"], _time(envelope["recorded_at"])
+    """Project ConsentGranted/ConsentRevoked at once; return False for any other event type."""
     if envelope["type"] == "ConsentGranted":
-        conn.execute(consents.insert().values(
-            consent_id=data["consent_id"], enterprise_id=envelope["enterprise_id"], grantee=data["grantee"],
-            scopes=" ".join(sorted(data["scopes"])), purpose=data["purpose"], expires_at=_time(data["expires_at"]),
-            granted_at=at,
-        ))
+        conn.execute(_GRANT, _granted_row(envelope))
         return True
     if envelope["type"] == "ConsentRevoked":
-        conn.execute(consents.update().where(consents.c.consent_id == data["consent_id"]).values(revoked_at=at))
+        conn.execute(_REVOKE, {"c_id": envelope["data"]["consent_id"], "at": _time(envelope["recorded_at"])})
         return True
     return False
 
 
-# Built once (values bound per execution): consent checks run on every third-party read, and a
+class ConsentWrites:
+    """A batch's consent events, written together at its end (for a projection that does not read
+    consents while applying): every grant in one statement, then the revocations of earlier grants."""
+
+    def __init__(self) -> None:
+        self.granted: dict[str, dict[str, Any]] = {}
+        self.revoked: list[dict[str, Any]] = []
+
+    def apply(self, envelope: dict[str, Any]) -> bool:
+        """Take ConsentGranted/ConsentRevoked; return False for any other event type."""
+        if envelope["type"] == "ConsentGranted":
+            row = _granted_row(envelope)
+            self.granted[row["consent_id"]] = row
+            return True
+        if envelope["type"] == "ConsentRevoked":
+            consent_id, at = envelope["data"]["consent_id"], _time(envelope["recorded_at"])
+            if consent_id in self.granted:  # granted in this batch: its row goes in revoked
+                self.granted[consent_id]["revoked_at"] = at
+            else:
+                self.revoked.append({"c_id": consent_id, "at": at})
+            return True
+        return False
+
+    def write(self, conn: Connection) -> None:
+        insert_many(conn, consents, list(self.granted.values()))
+        if self.revoked:
+            conn.execute(_REVOKE, self.revoked)
+        self.granted, self.revoked = {}, []
+
+
+# Built once too: consent checks run on every third-party read, and a
 # statement object reused skips SQLAlchemy's per-call construction and cache-key work.
 _OF_ENTERPRISE = select(consents).where(consents.c.enterprise_id == bindparam("enterprise_id"))
 _OF_GRANTEE = _OF_ENTERPRISE.where(consents.c.grantee == bindparam("grantee"))

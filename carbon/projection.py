@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy import Connection, Engine, MetaData, select
 
 from opentelemetry.trace import SpanKind
@@ -56,6 +57,15 @@ def create_checkpoint_tables(op) -> None:
     """For a projection service's first Alembic revision: the checkpoint tables, defined once here."""
     op.create_table("projection_stream_checkpoints", *_stream_checkpoint_columns())
     op.create_table("projection_heads", *_head_columns())
+
+
+_APPLIED = select(stream_checkpoints.c.stream_id, stream_checkpoints.c.version).where(
+    stream_checkpoints.c.projection == sa.bindparam("projection"))
+# PostgreSQL takes the batch's streams as one array parameter, however many (an IN list is a
+# parameter per stream, and a statement to compile per length).
+_APPLIED_ANY = _APPLIED.where(stream_checkpoints.c.stream_id == sa.any_(
+    sa.bindparam("stream_ids", type_=postgresql.ARRAY(sa.String))))
+_APPLIED_IN = _APPLIED.where(stream_checkpoints.c.stream_id.in_(sa.bindparam("stream_ids", expanding=True)))
 
 
 class GapDetected(Exception):
@@ -146,10 +156,8 @@ class Projector:
         return BatchResult(len(new), skipped, position)
 
     def _applied_versions(self, conn: Connection, stream_ids: set[str]) -> dict[str, int]:
-        return dict(conn.execute(
-            select(stream_checkpoints.c.stream_id, stream_checkpoints.c.version).where(
-                stream_checkpoints.c.projection == self.name, stream_checkpoints.c.stream_id.in_(stream_ids))
-        ).all())
+        statement = _APPLIED_ANY if conn.dialect.name == "postgresql" else _APPLIED_IN
+        return dict(conn.execute(statement, {"projection": self.name, "stream_ids": sorted(stream_ids)}).all())
 
     @staticmethod
     def _next(envelope: dict[str, Any], versions: dict[str, int]) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from carbon.account_client import AccountClient
 from carbon.projection import BatchResult, Projector
 from carbon.settings import PlatformSettings
-from carbon.subscriptions import EventSource, KafkaSource, StoreCatchUpSource
+from carbon.subscriptions import EventSource, KafkaSource, ReadAheadSource, StoreCatchUpSource
 
 
 def account_client(settings: PlatformSettings, service_name: str) -> AccountClient:
@@ -54,12 +54,17 @@ class RunningProjection:
             self._source.close()
 
 
+# A rebuild applies this many events per transaction: the read model is written once per enterprise
+# per batch, so fewer, larger batches write less (following the log, batches stay small for lag).
+REPLAY_BATCH_EVENTS = 20_000
+
+
 def replay(projector: Projector, client: AccountClient, on_batch: Callable[[BatchResult], None] | None = None) -> int:
     """Rebuild from scratch by paging the account's global log; returns events applied."""
     projector.reset()
-    source = StoreCatchUpSource(client, after=None)
+    source = ReadAheadSource(StoreCatchUpSource(client, after=None))
     try:
-        applied = projector.catch_up(source, batch_size=1000, progress=on_batch)
+        applied = projector.catch_up(source, batch_size=REPLAY_BATCH_EVENTS, progress=on_batch)
     finally:
         source.close()
     projector.analyze()

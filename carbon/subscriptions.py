@@ -12,6 +12,8 @@ Both hand over batches of envelopes in per-enterprise order; both may hand an ev
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from typing import Any, Protocol
 
@@ -54,6 +56,65 @@ class StoreCatchUpSource:
 
     def close(self) -> None:
         self.client.close()
+
+
+class ReadAheadSource:
+    """For a rebuild: pages fetched on a thread of their own while the projection applies the last batch.
+
+    A batch then takes ``max_events`` (or the rest of the log), many pages at once, so the read model
+    is written once per enterprise per batch, not once per page; and the account service prepares
+    the next pages while this process applies. ``fetch`` returns nothing once the log's end (as it
+    was when reached) has been handed over; a failed fetch is raised there.
+    """
+
+    def __init__(self, source: EventSource, *, page_size: int = 1000, pages_ahead: int = 64) -> None:
+        self.source, self.page_size = source, page_size
+        self._pages: queue.Queue[list[dict[str, Any]] | BaseException] = queue.Queue(maxsize=pages_ahead)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._fetch_all, name="read-ahead", daemon=True)
+        self._thread.start()
+
+    def _fetch_all(self) -> None:
+        try:
+            while not self._stop.is_set():
+                page = self.source.fetch(self.page_size, timeout_s=0.5)
+                self._put(page)
+                if not page:  # the end of the log
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of ``fetch``
+            self._put(exc)
+
+    def _put(self, item: list[dict[str, Any]] | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._pages.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def fetch(self, max_events: int, timeout_s: float) -> list[dict[str, Any]]:
+        batch: list[dict[str, Any]] = []
+        while not self._ended and len(batch) < max_events:
+            item = self._pages.get()
+            if isinstance(item, BaseException):
+                self._ended = True
+                raise item
+            if not item:
+                self._ended = True
+            batch.extend(item)
+        return batch
+
+    def acknowledge(self) -> None:
+        self.source.acknowledge()
+
+    def redeliver(self, position: int | None) -> None:
+        raise NotImplementedError("a rebuild is not retried batch by batch: it is run again from the start")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.source.close()
 
 
 TOPIC_WAIT_S = 10.0

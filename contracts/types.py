@@ -289,6 +289,11 @@ _NOT_FINITE = {"nan", "snan", "inf", "infinity"}
 
 
 def _to_decimal(value: Any) -> Decimal:
+    return _to_decimal_places(value)[0]
+
+
+def _to_decimal_places(value: Any) -> tuple[Decimal, int]:
+    """The decimal and its number of decimal places."""
     # bool is an int subclass; True is never a quantity.
     if isinstance(value, bool):
         raise _fail("decimal_type", 'must be a decimal number written as a string, e.g. "12.5"')
@@ -297,43 +302,40 @@ def _to_decimal(value: Any) -> Decimal:
             "decimal_float",
             'send decimals as strings (e.g. "12.5"): a JSON number may lose precision',
         )
-    if isinstance(value, int):
-        d = Decimal(value)
-    elif isinstance(value, Decimal):
-        if not value.is_finite():
-            raise _fail("decimal_finite", "must be a finite number")
-        d = value
-    elif isinstance(value, str):
+    if isinstance(value, str):
         s = value.strip()
-        if s.lstrip("+-").lower() in _NOT_FINITE:
-            raise _fail("decimal_finite", "must be a finite number")
         if not _DECIMAL_RE.fullmatch(s):
+            if s.lstrip("+-").lower() in _NOT_FINITE:
+                raise _fail("decimal_finite", "must be a finite number")
             raise _fail(
                 "decimal_parsing",
                 f'{value!r} is not a plain decimal number; write digits with an optional '
                 f'fraction, e.g. "12.5"',
             )
-        try:
-            d = Decimal(s)
-        except InvalidOperation:  # pragma: no cover - the pattern already excludes this
-            raise _fail("decimal_parsing", f"{value!r} is not a decimal number") from None
-    else:
-        raise _fail("decimal_type", 'must be a decimal number written as a string, e.g. "12.5"')
-    # A positive exponent (1E+2) would serialise in scientific notation.
-    if d.as_tuple().exponent > 0:  # type: ignore[operator]
-        d = d.quantize(Decimal(1))
-    return d
+        # Digits with an optional fraction: no exponent, so the places are the fraction's digits
+        # (counted from the text: cheaper than taking the decimal apart).
+        point = s.find(".")
+        return Decimal(s), 0 if point < 0 else len(s) - point - 1
+    if isinstance(value, int):
+        return Decimal(value), 0
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise _fail("decimal_finite", "must be a finite number")
+        exponent = value.as_tuple().exponent
+        # A positive exponent (1E+2) would serialise in scientific notation.
+        if exponent > 0:  # type: ignore[operator]
+            return value.quantize(Decimal(1)), 0
+        return value, -exponent  # type: ignore[operator]
+    raise _fail("decimal_type", 'must be a decimal number written as a string, e.g. "12.5"')
 
 
 def _decimal_validator(*, positive: bool) -> Any:
     def validate(value: Any) -> Decimal:
-        d = _to_decimal(value)
+        d, places = _to_decimal_places(value)
         if d.is_signed():
             raise _fail("decimal_negative", "must not be negative")
         if positive and d.is_zero():
             raise _fail("decimal_positive", "must be greater than zero")
-        exponent = d.as_tuple().exponent
-        places = -exponent if exponent < 0 else 0  # type: ignore[operator]
         if places > DECIMAL_PLACES:
             raise _fail(
                 "decimal_places",

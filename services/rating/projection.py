@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, bindparam, func, select
 
-from carbon.consent_projection import apply_consent_event
+from carbon.consent_projection import ConsentWrites
 from carbon.db import insert_many, make_engine, upsert
 from carbon.migrate import upgrade
 from carbon.projection import Projection, Projector
@@ -105,6 +105,7 @@ class _Account:
 
 @dataclass(slots=True)
 class _Batch:
+    consents: ConsentWrites = field(default_factory=ConsentWrites)
     accounts: dict[str, _Account] = field(default_factory=dict)  # touched by rating events
     rows: list[tuple[str, _Row]] = field(default_factory=list)  # rows added or changed
     deleted: list[tuple[str, int]] = field(default_factory=list)
@@ -147,7 +148,7 @@ class RatingProjection(Projection):
             del self._known[enterprise_id]
             account = None
         event_type = envelope["type"]
-        if apply_consent_event(conn, envelope) or event_type not in domain.RATING_EVENTS:
+        if self._batch.consents.apply(envelope) or event_type not in domain.RATING_EVENTS:
             if account is not None:
                 account.version = version  # asset movements and consents do not enter the rating
             return
@@ -177,6 +178,7 @@ class RatingProjection(Projection):
         facts = [{"enterprise_id": e, "facts": canonical(a.facts.to_json())}
                  for e, a in batch.accounts.items() if a.dirty]
         upsert(conn, rating_facts, facts, ["enterprise_id"])
+        batch.consents.write(conn)
         for _, row in batch.rows:
             row.stored, row.changed = True, False
         for account in batch.accounts.values():
