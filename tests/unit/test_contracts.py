@@ -936,3 +936,14 @@ def test_invalid_envelopes(changes: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as info:
         EventEnvelope.model_validate(envelope(**changes))
     assert [e["field"] for e in contracts.field_errors(info.value)] == [field]
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False) | st.integers(-10**20, 10**20))
+def test_a_decimal_counts_its_places_as_the_decimal_itself_says(number) -> None:
+    from contracts.types import _to_decimal_places
+
+    d = Decimal(number)
+    for given in (format(d, "f"), d, number):
+        value, places = _to_decimal_places(given)
+        exponent = value.as_tuple().exponent
+        assert value == d and places == max(0, -exponent) and exponent <= 0
