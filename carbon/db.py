@@ -115,6 +115,8 @@ class UTCDateTime(TypeDecorator):
     def process_result_value(self, value: datetime | None, dialect):
         if value is None:
             return None
+        if value.tzinfo is UTC:  # PostgreSQL's, in a UTC session: as it is (read per event on replay)
+            return value
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)

@@ -376,20 +376,27 @@ def year_emissions(facts: Facts, year: int) -> YearEmissions:
 
 
 def _year_emissions(facts: Facts, year: int) -> YearEmissions:
-    lines = list(facts.lines_of(year))
-    direct = [l for l in lines if l.scope in (1, 2)]
-    reported = sum((l.tco2e for l in direct), ZERO)
-    months = frozenset(m for l in direct for m in period_months(l.period))
+    # One pass over the year's lines (a rating reads a few years, and a long history has many lines).
+    reported = scope3 = weighted = ZERO
+    quality_sum, direct, months = 0, 0, set()
+    for line in facts.lines_of(year):
+        if line.scope == 3:
+            scope3 += line.tco2e
+            continue
+        direct += 1
+        reported += line.tco2e
+        weighted += line.tco2e * line.data_quality
+        quality_sum += line.data_quality
+        months.update(period_months(line.period))
     if not direct:
         quality = None
     elif reported > 0:
-        quality = sum((l.tco2e * l.data_quality for l in direct), ZERO) / reported
+        quality = weighted / reported
     else:
-        quality = Decimal(sum(l.data_quality for l in direct)) / len(direct)
+        quality = Decimal(quality_sum) / direct
     verified = verified_emissions(facts, year)
     stale = verified is None and any(v.stale for p, v in facts.verifications.items() if period_year(p) == year)
-    return YearEmissions(year, reported, sum((l.tco2e for l in lines if l.scope == 3), ZERO), months, quality,
-                         verified, stale)
+    return YearEmissions(year, reported, scope3, frozenset(months), quality, verified, stale)
 
 
 def year_activity(facts: Facts, year: int) -> Activity | None:
