@@ -216,6 +216,9 @@ class Facts:
     _by_year: dict[int, dict[str, EmissionLine]] | None = field(default=None, repr=False, compare=False)
     _years: dict[int, YearEmissions] = field(default_factory=dict, repr=False, compare=False)
     _activity: dict[int, Activity | None] = field(default_factory=dict, repr=False, compare=False)
+    # Each current line as stored (a line never changes: a correction is a new line), so storing
+    # the facts again after an append does not format every line of the history again.
+    _line_docs: dict[str, list[Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def lines_of(self, year: int) -> Iterable[EmissionLine]:
         return self._lines_by_year().get(year, {}).values()
@@ -231,6 +234,7 @@ class Facts:
         return self._by_year
 
     def _add_line(self, event_id: str, line: EmissionLine) -> None:
+        self._line_docs.pop(event_id, None)
         self.lines[event_id] = line
         year = period_year(line.period)
         self._years.pop(year, None)
@@ -238,6 +242,7 @@ class Facts:
             self._by_year.setdefault(year, {})[event_id] = line
 
     def _drop_line(self, event_id: str) -> None:
+        self._line_docs.pop(event_id, None)
         line = self.lines.pop(event_id, None)
         if line is not None:
             year = period_year(line.period)
@@ -289,13 +294,18 @@ class Facts:
             "enterprise_id": self.enterprise_id, "name": self.name, "industry": self.industry,
             "activities": {p: [d(a.revenue_10k_cny), d(a.output_quantity), a.output_unit]
                            for p, a in self.activities.items()},
-            "lines": {k: [l.period, l.scope, d(l.tco2e), l.data_quality] for k, l in self.lines.items()},
+            "lines": {k: self._line_doc(k, l) for k, l in self.lines.items()},
             "verifications": {p: [d(v.verified_tco2e), v.verifier, v.report_ref, v.stale]
                               for p, v in self.verifications.items()},
             "reductions": {project: {p: [d(u.recorded_tco2e), d(u.verified_tco2e), u.verifier, u.report_ref]
                                      for p, u in units.items()} for project, units in self.reductions.items()},
             "retirements": [[r.asset, r.batch, d(r.quantity_t), r.period, r.retirement_ref] for r in self.retirements],
         }
+
+    def _line_doc(self, event_id: str, line: EmissionLine) -> list[Any]:
+        if (doc := self._line_docs.get(event_id)) is None:
+            doc = self._line_docs[event_id] = [line.period, line.scope, format(line.tco2e, "f"), line.data_quality]
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Facts:
