@@ -57,6 +57,7 @@ from bench.common import (
     warn_if_suspect,
     write_section,
 )
+from carbon.projection_runtime import REPLAY_BATCH_EVENTS
 
 NAME = "rating"
 READ_P99_MS = 20.0
@@ -218,7 +219,6 @@ def replay_direct(account_url: str, projector, probe: CpuProbe, label: str, limi
     """Pages of the global log read in process, applied in batches as ``carbon replay`` applies them."""
     from carbon.db import make_engine
     from carbon.eventstore import EventStore
-    from carbon.projection_runtime import REPLAY_BATCH_EVENTS
 
     engine = make_engine(account_url)
     try:
@@ -655,10 +655,12 @@ def report(replays: list[Replay], loads: list[Load], profile, plan: Plan, total:
         "",
         "### Replay",
         "",
-        "Each replay starts from an empty PostgreSQL database. *Direct* pages `EventStore.read_all_envelopes` (1,000 per page)"
-        " into `Projector.handle`, one transaction per page: the projection's own speed. *Through GET /v1/events*"
+        "Each replay starts from an empty PostgreSQL database and ends with the tables analyzed. *Direct* pages"
+        " `EventStore.read_all_envelopes` (1,000 per page) in this process into `Projector.handle`, in batches of"
+        f" {REPLAY_BATCH_EVENTS:,} events, one transaction each: the projection's own speed. *Through GET /v1/events*"
         " is `carbon.projection_runtime.replay` against the account service (uvicorn, one process), as `carbon"
-        " replay rating` runs it. Both give the same rating rows, row for row (checked). The peer is the tests'"
+        " replay rating` runs it: the same batches, the next pages fetched on a thread while a batch is applied."
+        " Both give the same rating rows, row for row (checked). The peer is the tests'"
         f" tally projection (a read and an upsert per event) on the direct path, over the first"
         f" {min(plan.peer_events, total):,} events: a projection that does the least a projection can.",
         "",
