@@ -161,7 +161,8 @@ class GroupCommit:
     def _release(self, loop: asyncio.AbstractEventLoop, batch: list[_Waiter], done: asyncio.Future) -> None:
         try:
             outcomes = done.result()
-        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - the writer itself failed or was stopped: nothing of the batch is known stored
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001
+            # The writer itself failed, or was stopped: nothing of the batch is known stored.
             outcomes = [_unrecorded(exc) for _ in batch]
         for (_, future), outcome in zip(batch, outcomes):
             if future.done():  # its request was cancelled meanwhile

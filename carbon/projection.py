@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy import Connection, Engine, MetaData, select
+from sqlalchemy.dialects import postgresql
 
 from opentelemetry.trace import SpanKind
 
