@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -286,10 +286,6 @@ DECIMAL_PLACES = 6
 _MAX_INTEGER_DIGITS = 15  # 10^15 t or 10^15 x 10k CNY: far beyond any real account
 _DECIMAL_RE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _NOT_FINITE = {"nan", "snan", "inf", "infinity"}
-
-
-def _to_decimal(value: Any) -> Decimal:
-    return _to_decimal_places(value)[0]
 
 
 def _to_decimal_places(value: Any) -> tuple[Decimal, int]:
