@@ -219,6 +219,11 @@ class Facts:
     # Each current line as stored (a line never changes: a correction is a new line), so storing
     # the facts again after an append does not format every line of the history again.
     _line_docs: dict[str, list[Any]] = field(default_factory=dict, repr=False, compare=False)
+    # How often the registration and each year's facts changed, and the last rating with the revisions
+    # it read: an instant that touched none of them rates the same, so it is not rated again.
+    _registrations: int = field(default=0, repr=False, compare=False)
+    _revisions: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
+    _rated: _RatingMemo | None = field(default=None, repr=False, compare=False)
 
     def lines_of(self, year: int) -> Iterable[EmissionLine]:
         return self._lines_by_year().get(year, {}).values()
@@ -233,10 +238,14 @@ class Facts:
                 self._by_year.setdefault(period_year(line.period), {})[event_id] = line
         return self._by_year
 
+    def _touch(self, year: int) -> None:
+        self._revisions[year] = self._revisions.get(year, 0) + 1
+
     def _add_line(self, event_id: str, line: EmissionLine) -> None:
         self._line_docs.pop(event_id, None)
         self.lines[event_id] = line
         year = period_year(line.period)
+        self._touch(year)
         self._years.pop(year, None)
         if self._by_year is not None:
             self._by_year.setdefault(year, {})[event_id] = line
@@ -246,6 +255,7 @@ class Facts:
         line = self.lines.pop(event_id, None)
         if line is not None:
             year = period_year(line.period)
+            self._touch(year)
             self._years.pop(year, None)
             if self._by_year is not None:
                 self._by_year.get(year, {}).pop(event_id, None)
@@ -255,9 +265,11 @@ class Facts:
         match event_type:
             case "EnterpriseRegistered":
                 self.name, self.industry = data.name, data.industry
+                self._registrations += 1
             case "ActivityReported":
                 # A later report for the same period is a correction.
                 self.activities[data.period] = Activity(data.revenue_10k_cny, data.output.quantity, data.output.unit)
+                self._touch(period_year(data.period))
                 self._activity.pop(period_year(data.period), None)
             case "EmissionRecorded":
                 if data.supersedes is not None:
@@ -268,11 +280,14 @@ class Facts:
                         verification.stale = True  # the same year as the line's: its figures are gone already
             case "EmissionVerified":
                 self.verifications[data.period] = Verification(data.verified_tco2e, data.verifier, data.report_ref)
+                self._touch(period_year(data.period))
                 self._years.pop(period_year(data.period), None)
             case "ReductionRecorded":
                 # A new recording replaces the unit, and with it any verification of the old figure.
                 self.reductions.setdefault(data.project_id, {})[data.period] = ReductionUnit(data.reduction_tco2e)
+                self._touch(period_year(data.period))
             case "ReductionVerified":
+                self._touch(period_year(data.period))
                 unit = self.reductions.setdefault(data.project_id, {}).get(data.period)
                 if unit is None:  # the account refuses this; keep the verified figure rather than fail
                     unit = self.reductions[data.project_id][data.period] = ReductionUnit(data.verified_reduction_tco2e)
@@ -281,6 +296,7 @@ class Facts:
             case "CreditsRetired":
                 self.retirements.append(Retirement(str(data.asset), data.batch, data.quantity_t, data.period,
                                                    data.retirement_ref))
+                self._touch(period_year(data.period))
             case _:
                 return False
         return True
@@ -525,8 +541,43 @@ def _unit_label(i: Intensity) -> str:
     return "10,000 CNY of revenue" if i.basis == "revenue" else f"{i.unit.split('/', 1)[1]} of output"
 
 
+@dataclass(frozen=True, slots=True)
+class _RatingMemo:
+    rating: Rating
+    year: int  # the year rated
+    at_year: int
+    benchmarks: BenchmarkTable
+    read: tuple[int, ...]  # _revisions_read when rated
+
+
+def _revisions_read(facts: Facts, year: int) -> tuple[int, int, int]:
+    """What a rating of ``year`` reads: the registration, the year before it (the trend) and the year."""
+    revisions = facts._revisions
+    return facts._registrations, revisions.get(year - 1, 0), revisions.get(year, 0)
+
+
+def _qualifies(facts: Facts, year: int) -> bool:
+    """Whether a year can be rated: its emissions cover all twelve months and its activity is known."""
+    return year_emissions(facts, year).complete and year_activity(facts, year) is not None
+
+
 def rate(facts: Facts, at: datetime, benchmarks: BenchmarkTable) -> Rating:
     """The rating from what was known at ``at``: the latest calendar year ended by ``at`` with complete data."""
+    memo = facts._rated
+    # The same answer while the year rated, the one before it and the registration are as they were, and
+    # no later ended year has become ratable (a long history of quarters is mostly such instants).
+    if memo is not None and memo.at_year == at.year and memo.benchmarks is benchmarks \
+            and memo.read == _revisions_read(facts, memo.year) \
+            and not any(_qualifies(facts, y) for y in facts.line_years() if memo.year < y < at.year):
+        return memo.rating
+    rating = _rate(facts, at, benchmarks)
+    if rating.period is not None:
+        year = int(rating.period)
+        facts._rated = _RatingMemo(rating, year, at.year, benchmarks, _revisions_read(facts, year))
+    return rating
+
+
+def _rate(facts: Facts, at: datetime, benchmarks: BenchmarkTable) -> Rating:
     missing: list[Missing] = []
     if facts.industry is None:
         missing.append(Missing("registration", "the account's registration (industry) has not been received"))

@@ -101,6 +101,7 @@ class _Account:
     stored: bool  # a facts row exists
     dirty: bool = False  # facts changed in this batch
     pending: _Instant | None = None
+    rated: tuple[domain.Rating, str] | None = None  # the last rating and its stored form
 
 
 @dataclass(slots=True)
@@ -223,7 +224,11 @@ class RatingProjection(Projection):
         assert instant is not None
         at = _time(instant.recorded_at)
         rating = domain.rate(account.facts, at, self.benchmarks)
-        body = canonical(rating.to_dict())
+        if account.rated is not None and account.rated[0] is rating:  # the methodology saw nothing new
+            body = account.rated[1]
+        else:
+            body = canonical(rating.to_dict())
+            account.rated = (rating, body)
         tail, batch = account.tail, self._batch
         last = tail[-1] if tail else None
         if last is not None and last.recorded_at == at:

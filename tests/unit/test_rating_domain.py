@@ -375,3 +375,61 @@ def test_a_line_overlapping_a_verified_quarter_makes_it_stale() -> None:
     facts.apply(*emission("2024", "5")[:2], "late")  # an annual line covers every quarter
     assert domain.verified_emissions(facts, 2024) is None
     assert all(v.stale for v in facts.verifications.values())
+
+
+# ---- a rating is not computed again while nothing it reads has changed -----------------------------
+
+def _any_event(draw_kind: str, period: str, tonnes_: str, lines: list[str]):
+    """One event of ``draw_kind`` (``lines``: the event ids of the emission lines so far, to supersede)."""
+    match draw_kind:
+        case "registered":  # registered again, in the wider industry: another benchmark
+            return registered("C30")
+        case "activity":
+            return activity(period)
+        case "emission" | "correction":
+            supersedes = lines[0] if draw_kind == "correction" and lines else None
+            recorded = emission(period, tonnes_, scope=1 + len(lines) % 3, supersedes=supersedes)
+            lines.append(recorded[2])
+            return recorded
+        case "verified":
+            return verified(period, tonnes_)
+        case "reduction":
+            return reduction("p", period, tonnes_)
+        case "reduction_verified":
+            return reduction_verified("p", period, tonnes_)
+        case _:
+            return retired(tonnes_ if tonnes_ != "0" else "1", period)  # a retirement is never of nothing
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(["registered", "activity", "emission", "emission", "emission", "correction", "verified",
+                     "reduction", "reduction_verified", "retired"]),
+    st.sampled_from(["2022", "2023", "2023-Q1", "2023-Q2", "2023-Q3", "2023-Q4", "2024", "2024-Q3", "2025"]),
+    st.sampled_from(["0", "1.5", "900", "120000"]),
+    st.sampled_from([2024, 2025, 2026])), max_size=24))
+def test_a_remembered_rating_is_the_rating_computed_afresh(steps) -> None:
+    lines: list[str] = []
+    # Activity for every year, so that most instants are rated (an emission line completes a year).
+    events = [registered(), *(activity(str(year)) for year in range(2021, 2026))]
+    facts = domain.fold(E, events)
+    for kind, period, tonnes_, at_year in sorted(steps, key=lambda s: s[3]):  # knowledge time moves forward
+        event_type, data, event_id = _any_event(kind, period, tonnes_, lines)
+        events.append((event_type, data, event_id))
+        facts.apply(event_type, data, event_id)
+        at = datetime(at_year, 3, 1, tzinfo=UTC)
+        assert domain.rate(facts, at, BENCHMARKS) == domain.rate(domain.fold(E, events), at, BENCHMARKS)
+
+
+def test_an_instant_that_touches_nothing_the_rating_reads_is_not_rated_again(monkeypatch) -> None:
+    facts = domain.fold(E, [registered(), activity("2023"), emission("2023", "500000"), verified("2023", "500000")])
+    first = domain.rate(facts, AT, BENCHMARKS)
+    calls = []
+    monkeypatch.setattr(domain, "_rate", lambda *args: calls.append(args) or first)
+    for event_type, data, event_id in [activity("2024-Q1"), emission("2024-Q1", "90000")]:
+        facts.apply(event_type, data, event_id)  # 2024 is under way: 2023 is still the year rated
+    assert domain.rate(facts, AT, BENCHMARKS) is first and calls == []
+    assert domain.rate(facts, datetime(2026, 1, 1, tzinfo=UTC), BENCHMARKS) is first and len(calls) == 1  # a new year
+    facts.apply(*retired("10", "2023"))
+    domain.rate(facts, AT, BENCHMARKS)
+    assert len(calls) == 2  # the year rated changed
