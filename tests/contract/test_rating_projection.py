@@ -135,6 +135,24 @@ def test_analyze_gives_the_planner_the_rebuilt_tables(projector: Projector) -> N
     assert counts["ratings"] == len(snapshot(projector)) and counts["rating_facts"] == 2
 
 
+def test_a_long_historys_facts_are_stored_whole_in_their_row(projector: Projector) -> None:
+    log = Log()
+    story(log)
+    for n in range(60):  # fifteen years of quarterly lines: a facts document of several kilobytes
+        log.add(CEMENT, "EmissionRecorded", calculation_id=f"q{n}", period=f"{2010 + n // 4}-Q{n % 4 + 1}", scope=1,
+                category="process", gas="CO2", tco2e="1000.5", factor_ref="f", methodology="m", data_quality=3)
+    projector.handle(log.events)
+    with projector.engine.connect() as conn:
+        document = conn.execute(select(rating_facts.c.facts).where(rating_facts.c.enterprise_id == CEMENT)).scalar_one()
+        assert len(document) > 4000 and len(json.loads(document)["lines"]) == 61
+        if conn.dialect.name == "postgresql":
+            # Neither compressed nor moved out of line: rewriting it costs no compression and no TOAST chunks.
+            assert conn.exec_driver_sql("SELECT pg_column_size(facts) FROM rating_facts WHERE enterprise_id = %s",
+                                        (CEMENT,)).scalar_one() >= len(document)
+            assert conn.exec_driver_sql("SELECT pg_relation_size(reltoastrelid) FROM pg_class "
+                                        "WHERE relname = 'rating_facts'").scalar_one() == 0
+
+
 def test_only_rating_changes_enter_the_history_with_their_knowledge_time(projector: Projector) -> None:
     log = Log()
     story(log)
