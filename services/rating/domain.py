@@ -16,6 +16,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from contracts.types import period_year
 from services.rating.config import GRADES, Benchmark, BenchmarkTable, RediscountTerms
 
@@ -216,9 +218,9 @@ class Facts:
     _by_year: dict[int, dict[str, EmissionLine]] | None = field(default=None, repr=False, compare=False)
     _years: dict[int, YearEmissions] = field(default_factory=dict, repr=False, compare=False)
     _activity: dict[int, Activity | None] = field(default_factory=dict, repr=False, compare=False)
-    # Each current line as stored (a line never changes: a correction is a new line), so storing
-    # the facts again after an append does not format every line of the history again.
-    _line_docs: dict[str, list[Any]] = field(default_factory=dict, repr=False, compare=False)
+    # Each activity and current line as stored, in their mappings' order (kept in step once built), so
+    # storing the facts again after an append does not encode the whole history again.
+    _stored_parts: _StoredParts | None = field(default=None, repr=False, compare=False)
     # How often the registration and each year's facts changed, and the last rating with the revisions
     # it read: an instant that touched none of them rates the same, so it is not rated again.
     _registrations: int = field(default=0, repr=False, compare=False)
@@ -242,8 +244,9 @@ class Facts:
         self._revisions[year] = self._revisions.get(year, 0) + 1
 
     def _add_line(self, event_id: str, line: EmissionLine) -> None:
-        self._line_docs.pop(event_id, None)
         self.lines[event_id] = line
+        if self._stored_parts is not None:
+            self._stored_parts.lines[event_id] = _stored_part(event_id, _line_doc(line))
         year = period_year(line.period)
         self._touch(year)
         self._years.pop(year, None)
@@ -251,8 +254,9 @@ class Facts:
             self._by_year.setdefault(year, {})[event_id] = line
 
     def _drop_line(self, event_id: str) -> None:
-        self._line_docs.pop(event_id, None)
         line = self.lines.pop(event_id, None)
+        if self._stored_parts is not None:
+            self._stored_parts.lines.pop(event_id, None)
         if line is not None:
             year = period_year(line.period)
             self._touch(year)
@@ -268,7 +272,10 @@ class Facts:
                 self._registrations += 1
             case "ActivityReported":
                 # A later report for the same period is a correction.
-                self.activities[data.period] = Activity(data.revenue_10k_cny, data.output.quantity, data.output.unit)
+                self.activities[data.period] = reported = Activity(data.revenue_10k_cny, data.output.quantity,
+                                                                   data.output.unit)
+                if self._stored_parts is not None:  # a correction keeps its place, in both mappings
+                    self._stored_parts.activities[data.period] = _stored_part(data.period, _activity_doc(reported))
                 self._touch(period_year(data.period))
                 self._activity.pop(period_year(data.period), None)
             case "EmissionRecorded":
@@ -302,26 +309,25 @@ class Facts:
         return True
 
     # Stored as JSON in the projection; decimals as strings so nothing is rounded on the way.
-    def to_json(self) -> dict[str, Any]:
-        def d(x: Decimal | None) -> str | None:
-            return None if x is None else format(x, "f")
-
-        return {
+    def stored(self) -> bytes:
+        """The facts as stored: compact JSON, which ``from_json`` reads back."""
+        if self._stored_parts is None:
+            self._stored_parts = _StoredParts(
+                {p: _stored_part(p, _activity_doc(a)) for p, a in self.activities.items()},
+                {k: _stored_part(k, _line_doc(line)) for k, line in self.lines.items()})
+        return orjson.dumps({
             "enterprise_id": self.enterprise_id, "name": self.name, "industry": self.industry,
-            "activities": {p: [d(a.revenue_10k_cny), d(a.output_quantity), a.output_unit]
-                           for p, a in self.activities.items()},
-            "lines": {k: self._line_doc(k, l) for k, l in self.lines.items()},
-            "verifications": {p: [d(v.verified_tco2e), v.verifier, v.report_ref, v.stale]
+            "activities": _stored_object(self._stored_parts.activities),
+            "lines": _stored_object(self._stored_parts.lines),
+            "verifications": {p: [_d(v.verified_tco2e), v.verifier, v.report_ref, v.stale]
                               for p, v in self.verifications.items()},
-            "reductions": {project: {p: [d(u.recorded_tco2e), d(u.verified_tco2e), u.verifier, u.report_ref]
+            "reductions": {project: {p: [_d(u.recorded_tco2e), _d(u.verified_tco2e), u.verifier, u.report_ref]
                                      for p, u in units.items()} for project, units in self.reductions.items()},
-            "retirements": [[r.asset, r.batch, d(r.quantity_t), r.period, r.retirement_ref] for r in self.retirements],
-        }
+            "retirements": [[r.asset, r.batch, _d(r.quantity_t), r.period, r.retirement_ref] for r in self.retirements],
+        })
 
-    def _line_doc(self, event_id: str, line: EmissionLine) -> list[Any]:
-        if (doc := self._line_docs.get(event_id)) is None:
-            doc = self._line_docs[event_id] = [line.period, line.scope, format(line.tco2e, "f"), line.data_quality]
-        return doc
+    def to_json(self) -> dict[str, Any]:
+        return orjson.loads(self.stored())
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Facts:
@@ -338,6 +344,34 @@ class Facts:
                         for project, units in doc["reductions"].items()},
             retirements=[Retirement(a, b, Decimal(q), p, ref) for a, b, q, p, ref in doc["retirements"]],
         )
+
+
+@dataclass(slots=True)
+class _StoredParts:
+    """``"key":[…]`` of each activity and each current line, encoded."""
+
+    activities: dict[str, bytes]
+    lines: dict[str, bytes]
+
+
+def _d(x: Decimal | None) -> str | None:
+    return None if x is None else format(x, "f")
+
+
+def _activity_doc(a: Activity) -> list[Any]:
+    return [_d(a.revenue_10k_cny), _d(a.output_quantity), a.output_unit]
+
+
+def _line_doc(line: EmissionLine) -> list[Any]:
+    return [line.period, line.scope, format(line.tco2e, "f"), line.data_quality]
+
+
+def _stored_part(key: str, doc: list[Any]) -> bytes:
+    return orjson.dumps({key: doc})[1:-1]
+
+
+def _stored_object(parts: dict[str, bytes]) -> orjson.Fragment:
+    return orjson.Fragment(b"{" + b",".join(parts.values()) + b"}")
 
 
 def fold(enterprise_id: str, events: Iterable[tuple[str, Any, str]]) -> Facts:

@@ -176,7 +176,7 @@ class RatingProjection(Projection):
         if updates:
             conn.execute(_update_rating, updates)
         insert_many(conn, ratings, [r.values(e) for e, r in batch.rows if not r.stored and not r.dropped])
-        facts = [{"enterprise_id": e, "facts": canonical(a.facts.to_json())}
+        facts = [{"enterprise_id": e, "facts": a.facts.stored().decode()}
                  for e, a in batch.accounts.items() if a.dirty]
         upsert(conn, rating_facts, facts, ["enterprise_id"])
         batch.consents.write(conn)

@@ -377,7 +377,7 @@ def test_a_line_overlapping_a_verified_quarter_makes_it_stale() -> None:
     assert all(v.stale for v in facts.verifications.values())
 
 
-# ---- a rating is not computed again while nothing it reads has changed -----------------------------
+# ---- what the facts remember between instants (the last rating, their stored form) ----------------
 
 def _any_event(draw_kind: str, period: str, tonnes_: str, lines: list[str]):
     """One event of ``draw_kind`` (``lines``: the event ids of the emission lines so far, to supersede)."""
@@ -408,7 +408,7 @@ def _any_event(draw_kind: str, period: str, tonnes_: str, lines: list[str]):
     st.sampled_from(["2022", "2023", "2023-Q1", "2023-Q2", "2023-Q3", "2023-Q4", "2024", "2024-Q3", "2025"]),
     st.sampled_from(["0", "1.5", "900", "120000"]),
     st.sampled_from([2024, 2025, 2026])), max_size=24))
-def test_a_remembered_rating_is_the_rating_computed_afresh(steps) -> None:
+def test_what_is_remembered_between_instants_is_what_a_fresh_fold_gives(steps) -> None:
     lines: list[str] = []
     # Activity for every year, so that most instants are rated (an emission line completes a year).
     events = [registered(), *(activity(str(year)) for year in range(2021, 2026))]
@@ -418,7 +418,11 @@ def test_a_remembered_rating_is_the_rating_computed_afresh(steps) -> None:
         events.append((event_type, data, event_id))
         facts.apply(event_type, data, event_id)
         at = datetime(at_year, 3, 1, tzinfo=UTC)
-        assert domain.rate(facts, at, BENCHMARKS) == domain.rate(domain.fold(E, events), at, BENCHMARKS)
+        afresh = domain.fold(E, events)
+        assert domain.rate(facts, at, BENCHMARKS) == domain.rate(afresh, at, BENCHMARKS)
+        # The stored form, kept up to date part by part, is the one encoded afresh and reads back.
+        assert facts.stored() == afresh.stored()
+        assert domain.Facts.from_json(facts.to_json()).stored() == facts.stored()
 
 
 def test_an_instant_that_touches_nothing_the_rating_reads_is_not_rated_again(monkeypatch) -> None:
