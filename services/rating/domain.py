@@ -217,6 +217,7 @@ class Facts:
     # that year — a rating reads a few years, and must not rescan a long history for each event.
     _by_year: dict[int, dict[str, EmissionLine]] | None = field(default=None, repr=False, compare=False)
     _years: dict[int, YearEmissions] = field(default_factory=dict, repr=False, compare=False)
+    _sums: dict[int, _LineSums] = field(default_factory=dict, repr=False, compare=False)  # added to as lines come
     _activity: dict[int, Activity | None] = field(default_factory=dict, repr=False, compare=False)
     # Each activity and current line as stored, in their mappings' order (kept in step once built), so
     # storing the facts again after an append does not encode the whole history again.
@@ -243,6 +244,13 @@ class Facts:
     def _touch(self, year: int) -> None:
         self._revisions[year] = self._revisions.get(year, 0) + 1
 
+    def line_sums(self, year: int) -> _LineSums:
+        if (sums := self._sums.get(year)) is None:
+            sums = self._sums[year] = _LineSums()
+            for line in self.lines_of(year):
+                sums.add(line)
+        return sums
+
     def _add_line(self, event_id: str, line: EmissionLine) -> None:
         self.lines[event_id] = line
         if self._stored_parts is not None:
@@ -250,6 +258,8 @@ class Facts:
         year = period_year(line.period)
         self._touch(year)
         self._years.pop(year, None)
+        if (sums := self._sums.get(year)) is not None:
+            sums.add(line)
         if self._by_year is not None:
             self._by_year.setdefault(year, {})[event_id] = line
 
@@ -261,6 +271,7 @@ class Facts:
             year = period_year(line.period)
             self._touch(year)
             self._years.pop(year, None)
+            self._sums.pop(year, None)  # summed again from the lines left
             if self._by_year is not None:
                 self._by_year.get(year, {}).pop(event_id, None)
 
@@ -344,6 +355,28 @@ class Facts:
                         for project, units in doc["reductions"].items()},
             retirements=[Retirement(a, b, Decimal(q), p, ref) for a, b, q, p, ref in doc["retirements"]],
         )
+
+
+@dataclass(slots=True)
+class _LineSums:
+    """A year's current lines summed: scope 1 and 2 (with their months and quality), and scope 3."""
+
+    reported: Decimal = ZERO
+    scope3: Decimal = ZERO
+    weighted: Decimal = ZERO  # tco2e × data_quality
+    quality_sum: int = 0
+    direct: int = 0  # scope 1 and 2 lines
+    months: set[int] = field(default_factory=set)
+
+    def add(self, line: EmissionLine) -> None:
+        if line.scope == 3:
+            self.scope3 += line.tco2e
+            return
+        self.direct += 1
+        self.reported += line.tco2e
+        self.weighted += line.tco2e * line.data_quality
+        self.quality_sum += line.data_quality
+        self.months.update(period_months(line.period))
 
 
 @dataclass(slots=True)
@@ -436,27 +469,16 @@ def year_emissions(facts: Facts, year: int) -> YearEmissions:
 
 
 def _year_emissions(facts: Facts, year: int) -> YearEmissions:
-    # One pass over the year's lines (a rating reads a few years, and a long history has many lines).
-    reported = scope3 = weighted = ZERO
-    quality_sum, direct, months = 0, 0, set()
-    for line in facts.lines_of(year):
-        if line.scope == 3:
-            scope3 += line.tco2e
-            continue
-        direct += 1
-        reported += line.tco2e
-        weighted += line.tco2e * line.data_quality
-        quality_sum += line.data_quality
-        months.update(period_months(line.period))
-    if not direct:
+    sums = facts.line_sums(year)
+    if not sums.direct:
         quality = None
-    elif reported > 0:
-        quality = weighted / reported
+    elif sums.reported > 0:
+        quality = sums.weighted / sums.reported
     else:
-        quality = Decimal(quality_sum) / direct
+        quality = Decimal(sums.quality_sum) / sums.direct
     verified = verified_emissions(facts, year)
     stale = verified is None and any(v.stale for p, v in facts.verifications.items() if period_year(p) == year)
-    return YearEmissions(year, reported, scope3, frozenset(months), quality, verified, stale)
+    return YearEmissions(year, sums.reported, sums.scope3, frozenset(sums.months), quality, verified, stale)
 
 
 def year_activity(facts: Facts, year: int) -> Activity | None:
