@@ -4,7 +4,7 @@ One account database on PostgreSQL is filled through the store with the historie
 enterprises (registered, consent to a bank, quarterly activity and scope 1 and 2 emissions, yearly
 verifications), then:
   (1) replay: the rating projection rebuilt from that log, directly (pages of ``EventStore.read_all_envelopes``
-      into ``Projector.handle``: the projection's own speed) and as ``carbon replay rating`` does it
+      into ``Projector.rebuild``: the projection's own speed) and as ``carbon replay rating`` does it
       (``carbon.projection_runtime.replay`` through the account service's ``GET /v1/events``); the
       peer is the tests' tally projection replayed directly (the same loop and checkpoints, almost
       no read model), the ceiling of any projection here;
@@ -215,29 +215,48 @@ def tally_projector(url: str):
     return Projector(TallyProjection(), engine)
 
 
+class StorePages:
+    """The global log read in this process (``EventStore.read_all_envelopes``, pages of 1,000), as an
+    event source handing over as many events as asked; ``limit``: stop after that many."""
+
+    def __init__(self, store, limit: int | None = None) -> None:
+        self.store, self.limit = store, limit
+        self.after: int | None = None
+        self.handed = 0
+
+    def fetch(self, max_events: int, timeout_s: float) -> list[dict]:
+        batch: list[dict] = []
+        while len(batch) < max_events:
+            want = 1000 if self.limit is None else min(1000, self.limit - self.handed - len(batch))
+            page = self.store.read_all_envelopes(self.after, limit=want) if want > 0 else []
+            if not page:
+                break
+            batch.extend(page)
+            self.after = page[-1]["position"]
+        self.handed += len(batch)
+        return batch
+
+    def acknowledge(self) -> None:
+        pass
+
+    def redeliver(self, position: int | None) -> None:
+        raise NotImplementedError("a rebuild is run again from the start")
+
+    def close(self) -> None:
+        pass
+
+
 def replay_direct(account_url: str, projector, probe: CpuProbe, label: str, limit: int | None = None) -> Replay:
-    """Pages of the global log read in process, applied in batches as ``carbon replay`` applies them."""
+    """The global log read in this process, rebuilt in batches as ``carbon replay`` rebuilds it."""
     from carbon.db import make_engine
     from carbon.eventstore import EventStore
 
     engine = make_engine(account_url)
     try:
-        store = EventStore(engine)
-        projector.reset()
-        applied, after, ended = 0, None, False
+        source = StorePages(EventStore(engine), limit)
         before, began = probe.sample(), time.perf_counter()
         with fewer_collections():
-            while not ended:
-                batch: list[dict] = []
-                while len(batch) < REPLAY_BATCH_EVENTS and not ended:
-                    page = store.read_all_envelopes(after, limit=1000)
-                    if limit is not None:
-                        page = page[: limit - applied - len(batch)]
-                    batch.extend(page)
-                    ended = not page or (limit is not None and applied + len(batch) >= limit)
-                    if page:
-                        after = page[-1]["position"]
-                applied += projector.handle(batch).applied
+            applied = projector.rebuild(source, batch_size=REPLAY_BATCH_EVENTS)
         projector.analyze()  # as ``carbon replay`` ends
         seconds = time.perf_counter() - began
         cpu = CpuProbe.cores(before, probe.sample(), seconds)
@@ -533,7 +552,7 @@ def run(quick: bool = False) -> None:
         tally = tally_projector(tally_url)
         stack.callback(tally.engine.dispose)
         for label, do in (
-            ("rating, direct (store → Projector.handle)", lambda: replay_direct(account_url, direct, probe, "rating, direct (store → Projector.handle)")),
+            ("rating, direct (store → Projector.rebuild)", lambda: replay_direct(account_url, direct, probe, "rating, direct (store → Projector.rebuild)")),
             ("rating, through GET /v1/events (carbon replay)", lambda: replay_http(account, secret, via_http, probe)),
             ("tally (peer), direct", lambda: replay_direct(account_url, tally, probe, "tally (peer), direct",
                                                            limit=min(plan.peer_events, total))),
@@ -657,9 +676,10 @@ def report(replays: list[Replay], loads: list[Load], profile, plan: Plan, total:
         "### Replay",
         "",
         "Each replay starts from an empty PostgreSQL database and ends with the tables analyzed. *Direct* pages"
-        " `EventStore.read_all_envelopes` (1,000 per page) in this process into `Projector.handle`, in batches of"
-        f" {REPLAY_BATCH_EVENTS:,} events, one transaction each, the garbage collector's thresholds raised as"
-        " `carbon replay` raises them: the projection's own speed. *Through GET /v1/events*"
+        " `EventStore.read_all_envelopes` (1,000 per page) in this process into `Projector.rebuild`, in batches of"
+        f" {REPLAY_BATCH_EVENTS:,} events, one transaction each, committed on a writer thread while the next batch"
+        " is applied, the garbage collector's thresholds raised, as `carbon replay` rebuilds: the projection's own"
+        " speed. *Through GET /v1/events*"
         " is `carbon.projection_runtime.replay` against the account service (uvicorn, one process), as `carbon"
         " replay rating` runs it: the same batches, the next pages fetched on a thread while a batch is applied."
         " Both give the same rating rows, row for row (checked). The peer is the tests'"

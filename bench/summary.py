@@ -144,5 +144,5 @@ def _throughput(ax, data: dict[str, float]) -> None:
 
 
 def _short(label: str) -> str:
-    return (label.replace("replay: ", "replay ").replace(" (store → Projector.handle)", "")
+    return (label.replace("replay: ", "replay ").replace(" (store → Projector.rebuild)", "")
             .replace(" (carbon replay)", "").replace("through GET /v1/events", "via HTTP log"))

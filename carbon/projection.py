@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -85,6 +86,9 @@ class Projection:
 
     name: str = "projection"
     tables: Sequence[sa.Table] = ()
+    # A projection that can hand a batch's writes over (``detach_writes``) is rebuilt with its writes
+    # behind: each batch commits on a writer thread while the next batch is applied in memory.
+    writes_behind: bool = False
 
     def begin_batch(self, conn: Connection, envelopes: Sequence[dict[str, Any]], applied: dict[str, int]) -> None:
         """``applied``: each stream's last version already applied (the batch may redeliver some)."""
@@ -94,6 +98,13 @@ class Projection:
 
     def end_batch(self, conn: Connection) -> None:
         pass
+
+    def detach_writes(self) -> Callable[[Connection], None]:
+        """End the batch in memory and return its writes, to run in its transaction later (``writes_behind``).
+
+        The writes must not depend on the projection's state any more: the next batch is applied meanwhile.
+        """
+        raise NotImplementedError
 
     def discard(self) -> None:
         pass
@@ -217,6 +228,14 @@ class Projector:
             conn.execute(stream_checkpoints.delete().where(stream_checkpoints.c.projection == self.name))
             conn.execute(projection_heads.delete().where(projection_heads.c.projection == self.name))
 
+    def rebuild(self, source: EventSource, *, batch_size: int = 1000,
+                progress: Callable[[BatchResult], None] | None = None) -> int:
+        """Forget everything, then apply all the source has; return how many events were applied."""
+        self.reset()
+        if not self.projection.writes_behind:
+            return self.catch_up(source, batch_size=batch_size, progress=progress)
+        return _WritesBehind(self, source, progress).run(batch_size)
+
     def catch_up(self, source: EventSource, *, batch_size: int = 1000,
                  progress: Callable[[BatchResult], None] | None = None) -> int:
         """Apply until the source has nothing more; return how many events were applied."""
@@ -263,3 +282,83 @@ class Projector:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class _SettledReads:
+    """What a batch applied during a rebuild with writes behind reads through: each read first waits
+    until the batch in flight has committed, so it sees everything applied before it."""
+
+    def __init__(self, rebuild: _WritesBehind) -> None:
+        self.rebuild = rebuild
+        self.conn: Connection | None = None
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        self.rebuild.settle()
+        if self.conn is None:
+            self.conn = self.rebuild.projector.engine.connect()
+        return self.conn.execute(*args, **kwargs)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class _WritesBehind:
+    """A rebuild into an emptied read model, by its only writer: batch k's transaction (the projection's
+    writes and the checkpoints) commits on a writer thread while batch k+1 is applied in memory.
+
+    At most one batch is in flight. The streams' versions are kept in memory (the read model started
+    empty, and nothing else writes to it), and any read the projection makes waits for the batch in
+    flight first. The first failure, in either thread, ends the rebuild: it is run again from the start.
+    """
+
+    def __init__(self, projector: Projector, source: EventSource,
+                 progress: Callable[[BatchResult], None] | None) -> None:
+        self.projector, self.source, self.progress = projector, source, progress
+        self.versions: dict[str, int] = {}
+        self.applied = 0
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"rebuild-{projector.name}")
+        self._in_flight: Future[BatchResult] | None = None
+
+    def run(self, batch_size: int) -> int:
+        projection = self.projector.projection
+        try:
+            while batch := self.source.fetch(batch_size, timeout_s=0.5):
+                reads = _SettledReads(self)
+                try:
+                    projection.begin_batch(reads, batch, self.versions)  # type: ignore[arg-type]
+                    with telemetry.span_for_events(f"{self.projector.name} apply", batch, SpanKind.CONSUMER):
+                        new, skipped = self.projector._apply_each(reads, batch, self.versions,  # type: ignore[arg-type]
+                                                                 traced=False)
+                    writes = projection.detach_writes()
+                finally:
+                    reads.close()
+                self.settle()
+                self._in_flight = self._writer.submit(self._commit, writes, batch, new, skipped)
+            self.settle()
+        except BaseException:
+            projection.discard()
+            raise
+        finally:
+            self._writer.shutdown(wait=True)
+        return self.applied
+
+    def settle(self) -> None:
+        """Wait for the batch in flight to commit; its error is raised here."""
+        if self._in_flight is None:
+            return
+        future, self._in_flight = self._in_flight, None
+        result = future.result()
+        self.source.acknowledge()
+        self.applied += result.applied
+        if self.progress:
+            self.progress(result)
+
+    def _commit(self, writes: Callable[[Connection], None], envelopes: Sequence[dict[str, Any]],
+                new: list[dict[str, Any]], skipped: int) -> BatchResult:
+        with write_transaction(self.projector.engine) as conn:
+            writes(conn)
+            position = self.projector._checkpoint(conn, envelopes, new)
+        telemetry.record_lags(new, self.projector.name)
+        return BatchResult(len(new), skipped, position)

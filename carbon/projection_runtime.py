@@ -80,11 +80,10 @@ def fewer_collections(thresholds: tuple[int, int, int] = REPLAY_GC_THRESHOLDS) -
 
 def replay(projector: Projector, client: AccountClient, on_batch: Callable[[BatchResult], None] | None = None) -> int:
     """Rebuild from scratch by paging the account's global log; returns events applied."""
-    projector.reset()
     source = ReadAheadSource(StoreCatchUpSource(client, after=None))
     try:
         with fewer_collections():
-            applied = projector.catch_up(source, batch_size=REPLAY_BATCH_EVENTS, progress=on_batch)
+            applied = projector.rebuild(source, batch_size=REPLAY_BATCH_EVENTS, progress=on_batch)
     finally:
         source.close()
     projector.analyze()

@@ -16,7 +16,7 @@ alongside, for the service's consent checks.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -125,6 +125,7 @@ _delete_rating = ratings.delete().where(ratings.c.enterprise_id == bindparam("e_
 class RatingProjection(Projection):
     name = "rating"
     tables = PROJECTION_TABLES
+    writes_behind = True
 
     def __init__(self, benchmarks: BenchmarkTable, cached_enterprises: int = CACHED_ENTERPRISES) -> None:
         self.benchmarks = benchmarks
@@ -166,20 +167,19 @@ class RatingProjection(Projection):
         self._batch.accounts[enterprise_id] = account
 
     def end_batch(self, conn: Connection) -> None:
+        self.detach_writes()(conn)
+
+    def detach_writes(self) -> Callable[[Connection], None]:
         batch = self._batch
         for enterprise_id, account in batch.accounts.items():
             if account.pending is not None:
                 self._rate(enterprise_id, account)
-        if batch.deleted:
-            conn.execute(_delete_rating, [{"e_id": e, "e_seq": seq} for e, seq in batch.deleted])
+        deleted = [{"e_id": e, "e_seq": seq} for e, seq in batch.deleted]
         updates = [{"e_id": e, "e_seq": r.seq, **r.values(e)} for e, r in batch.rows if r.changed and not r.dropped]
-        if updates:
-            conn.execute(_update_rating, updates)
-        insert_many(conn, ratings, [r.values(e) for e, r in batch.rows if not r.stored and not r.dropped])
-        facts = [{"enterprise_id": e, "facts": a.facts.stored().decode()}
-                 for e, a in batch.accounts.items() if a.dirty]
-        upsert(conn, rating_facts, facts, ["enterprise_id"])
-        batch.consents.write(conn)
+        inserts = [r.values(e) for e, r in batch.rows if not r.stored and not r.dropped]
+        facts = [{"enterprise_id": e, "facts": a.facts.stored().decode()} for e, a in batch.accounts.items() if a.dirty]
+        consents = batch.consents
+        # From here on memory is what the database holds once these writes commit.
         for _, row in batch.rows:
             row.stored, row.changed = True, False
         for account in batch.accounts.values():
@@ -187,6 +187,17 @@ class RatingProjection(Projection):
         while len(self._known) > self.cached_enterprises:
             self._known.popitem(last=False)
         self._batch = _Batch()
+
+        def write(conn: Connection) -> None:
+            if deleted:
+                conn.execute(_delete_rating, deleted)
+            if updates:
+                conn.execute(_update_rating, updates)
+            insert_many(conn, ratings, inserts)
+            upsert(conn, rating_facts, facts, ["enterprise_id"])
+            consents.write(conn)
+
+        return write
 
     def discard(self) -> None:
         # The transaction rolled back: what memory holds may be ahead of the database.

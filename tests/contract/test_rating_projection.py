@@ -17,7 +17,9 @@ from contracts.envelope import format_time
 from contracts.examples import CEMENT_MAKER_USCC, POWER_PLANT_USCC
 from services.rating.api import ProjectionHealth
 from services.rating.config import load_reference_data
-from services.rating.projection import create_projector
+from carbon.db import upsert
+from services.rating import projection as rating_projection
+from services.rating.projection import RatingProjection, create_projector
 from services.rating.schema import rating_facts, ratings
 from services.rating.service import RatingService
 
@@ -244,6 +246,90 @@ def test_a_failed_batch_leaves_nothing_behind_in_memory_either(projector: Projec
         projector.handle([*log.events[4:9], log.events[-1]])
     projector.handle(log.events[4:])
     assert snapshot(projector) == whole
+
+
+class ListSource:
+    """The log handed over ``size`` events at a time, as a rebuild's source; counts acknowledgements."""
+
+    def __init__(self, events: list[dict], size: int) -> None:
+        self.events, self.size, self.next, self.acknowledged = events, size, 0, 0
+
+    def fetch(self, max_events: int, timeout_s: float) -> list[dict]:
+        batch = self.events[self.next:self.next + min(self.size, max_events)]
+        self.next += len(batch)
+        return batch
+
+    def acknowledge(self) -> None:
+        self.acknowledged += 1
+
+    def redeliver(self, position: int | None) -> None:
+        raise AssertionError("a rebuild is never rewound")
+
+    def close(self) -> None:
+        pass
+
+
+def stored_state(projector: Projector) -> tuple[list[tuple], list[tuple], list[tuple], int | None]:
+    """The rating rows, the facts documents, the projected consents and the head."""
+    with projector.engine.connect() as conn:
+        facts = [tuple(r) for r in conn.execute(select(rating_facts).order_by(rating_facts.c.enterprise_id))]
+        consents = [tuple(r) for r in conn.exec_driver_sql("SELECT * FROM consents ORDER BY consent_id")]
+    return snapshot(projector), facts, consents, projector.position()
+
+
+def test_a_rebuild_with_writes_behind_stores_what_batch_by_batch_does(database_url: str, projector: Projector) -> None:
+    assert projector.projection.writes_behind
+    log = Log()
+    appends_story(log)
+    projector.handle(log.events)
+    whole = stored_state(projector)
+    for cached in (1, 20_000):  # one enterprise in memory: the other is read back while its batch is in flight
+        for size in (1, 2, 3, 5, 100):
+            rebuilt = Projector(RatingProjection(load_reference_data().benchmarks, cached_enterprises=cached),
+                                projector.engine)
+            source, progress = ListSource(log.events, size), []
+            assert rebuilt.rebuild(source, batch_size=size, progress=progress.append) == len(log.events)
+            assert stored_state(rebuilt) == whole, f"batches of {size}, {cached} cached"
+            assert source.acknowledged == len(progress) == -(-len(log.events) // size)
+            assert progress[-1].position == log.events[-1]["position"]
+
+
+def test_a_failed_write_behind_ends_the_rebuild_with_its_error(projector: Projector, monkeypatch) -> None:
+    log = Log()
+    appends_story(log)
+    writes = []
+
+    def failing_upsert(conn, table, rows, keys):  # the third batch's facts cannot be written
+        writes.append(table.name)
+        if writes.count("rating_facts") == 3:
+            raise RuntimeError("disk full")
+        return upsert(conn, table, rows, keys)
+
+    monkeypatch.setattr(rating_projection, "upsert", failing_upsert)
+    source = ListSource(log.events, 2)
+    with pytest.raises(RuntimeError, match="disk full"):
+        projector.rebuild(source, batch_size=2)
+    assert projector.projection._known == {}  # memory ran ahead of the database: forgotten
+    assert source.acknowledged == 2 and projector.position() == log.events[3]["position"]
+    assert writes.count("rating_facts") == 3  # nothing was written after the failure
+    monkeypatch.undo()
+    projector.rebuild(ListSource(log.events, 2), batch_size=2)  # run again from the start, it completes
+    projector_again = create_projector(str(projector.engine.url.render_as_string(hide_password=False)))
+    try:
+        projector_again.handle(log.events)
+        assert snapshot(projector) == snapshot(projector_again)
+    finally:
+        projector_again.engine.dispose()
+
+
+def test_a_gap_ends_a_rebuild_once_the_batch_in_flight_is_written(projector: Projector) -> None:
+    log = Log()
+    story(log)
+    assert (log.events[6]["enterprise_id"], log.events[6]["stream_version"]) == (POWER, 3)
+    source = ListSource([*log.events[:4], log.events[6]], 2)  # the power plant's second event is missing
+    with pytest.raises(GapDetected):
+        projector.rebuild(source, batch_size=2)
+    assert projector.position() == log.events[3]["position"] and projector.projection._known == {}
 
 
 def test_a_gap_is_refused(projector: Projector) -> None:
