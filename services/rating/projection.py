@@ -9,8 +9,9 @@ the clock, so a replay reproduces every row, however the log is cut into batches
 Each batch is folded in memory and written once at its end (facts and new rating rows per
 enterprise, in the batch's transaction). Between batches the projection keeps what it knows of
 recently seen enterprises, checked against the stream version it reflects, so following the log
-does not read back and rewrite an enterprise's facts for every event. Consents are projected
-alongside, for the service's consent checks.
+does not read back and rewrite an enterprise's facts for every event. A rebuild hands each batch's
+writes over (``detach_writes``) to commit on a writer thread while the next batch is folded
+(``Projector.rebuild``). Consents are projected alongside, for the service's consent checks.
 """
 
 from __future__ import annotations
