@@ -75,6 +75,10 @@ class GapDetected(Exception):
         self.stream_id, self.have, self.got = stream_id, have, got
 
 
+class RebuildInterfered(Exception):
+    """Something else applied events to the read model while it was being rebuilt with writes behind."""
+
+
 class Projection:
     """A read model. Subclasses name themselves, list their tables and apply one envelope.
 
@@ -325,6 +329,7 @@ class _WritesBehind:
         projection = self.projector.projection
         try:
             while batch := self.source.fetch(batch_size, timeout_s=0.5):
+                before = {e["enterprise_id"]: self.versions.get(e["enterprise_id"], 0) for e in batch}
                 reads = _SettledReads(self)
                 try:
                     projection.begin_batch(reads, batch, self.versions)  # type: ignore[arg-type]
@@ -335,7 +340,7 @@ class _WritesBehind:
                 finally:
                     reads.close()
                 self.settle()
-                self._in_flight = self._writer.submit(self._commit, writes, batch, new, skipped)
+                self._in_flight = self._writer.submit(self._commit, writes, batch, new, skipped, before)
             self.settle()
         except BaseException:
             projection.discard()
@@ -356,8 +361,15 @@ class _WritesBehind:
             self.progress(result)
 
     def _commit(self, writes: Callable[[Connection], None], envelopes: Sequence[dict[str, Any]],
-                new: list[dict[str, Any]], skipped: int) -> BatchResult:
+                new: list[dict[str, Any]], skipped: int, before: dict[str, int]) -> BatchResult:
         with write_transaction(self.projector.engine) as conn:
+            # The versions were kept in memory on the word that nothing else writes here (the owning
+            # service is stopped for a rebuild): check it, so a second writer fails the rebuild loudly
+            # rather than have an event applied twice.
+            found = self.projector._applied_versions(conn, set(before))
+            if moved := sorted(s for s, version in before.items() if found.get(s, 0) != version):
+                raise RebuildInterfered(f"{self.projector.name}: streams {', '.join(moved[:5])} were applied by "
+                                        "another writer during the rebuild; stop it and rebuild again")
             writes(conn)
             position = self.projector._checkpoint(conn, envelopes, new)
         telemetry.record_lags(new, self.projector.name)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from carbon.identity import Principal
-from carbon.projection import GapDetected, Projector
+from carbon.projection import GapDetected, Projector, RebuildInterfered
 from contracts import Role
 from contracts.envelope import format_time
 from contracts.examples import CEMENT_MAKER_USCC, POWER_PLANT_USCC
@@ -320,6 +320,25 @@ def test_a_failed_write_behind_ends_the_rebuild_with_its_error(projector: Projec
         assert snapshot(projector) == snapshot(projector_again)
     finally:
         projector_again.engine.dispose()
+
+
+def test_a_second_writer_during_a_rebuild_fails_it_loudly(database_url: str, projector: Projector) -> None:
+    log = Log()
+    story(log)
+    other = create_projector(database_url)  # the owning service, left running by mistake
+    committed = []
+
+    def after_each_commit(result) -> None:
+        committed.append(result)
+        if len(committed) == 2:  # the next batch is applied in memory, not yet written: the service goes ahead
+            other.handle(log.events[:8])
+
+    try:
+        with pytest.raises(RebuildInterfered, match="another writer"):
+            projector.rebuild(ListSource(log.events, 2), batch_size=2, progress=after_each_commit)
+    finally:
+        other.engine.dispose()
+    assert len(committed) == 2 and projector.projection._known == {}
 
 
 def test_a_gap_ends_a_rebuild_once_the_batch_in_flight_is_written(projector: Projector) -> None:
