@@ -57,7 +57,7 @@ from bench.common import (
     warn_if_suspect,
     write_section,
 )
-from carbon.projection_runtime import REPLAY_BATCH_EVENTS, fewer_collections
+from carbon.projection_runtime import REPLAY_BATCH_EVENTS
 
 NAME = "rating"
 READ_P99_MS = 20.0
@@ -255,8 +255,7 @@ def replay_direct(account_url: str, projector, probe: CpuProbe, label: str, limi
     try:
         source = StorePages(EventStore(engine), limit)
         before, began = probe.sample(), time.perf_counter()
-        with fewer_collections():
-            applied = projector.rebuild(source, batch_size=REPLAY_BATCH_EVENTS)
+        applied = projector.rebuild(source, batch_size=REPLAY_BATCH_EVENTS)
         projector.analyze()  # as ``carbon replay`` ends
         seconds = time.perf_counter() - began
         cpu = CpuProbe.cores(before, probe.sample(), seconds)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gc
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from carbon.account_client import AccountClient
 from carbon.projection import BatchResult, Projector
@@ -61,29 +59,11 @@ class RunningProjection:
 REPLAY_BATCH_EVENTS = 20_000
 
 
-# A rebuild allocates millions of short-lived containers (envelopes, typed events, rows) beside a
-# large lasting state (the facts of every enterprise seen). At the interpreter's default thresholds
-# the collector then runs every few hundred allocations; rarer collections still collect every cycle.
-REPLAY_GC_THRESHOLDS = (100_000, 20, 100)
-
-
-@contextmanager
-def fewer_collections(thresholds: tuple[int, int, int] = REPLAY_GC_THRESHOLDS) -> Iterator[None]:
-    """Run the cyclic garbage collector less often for the duration (the thresholds are restored after)."""
-    before = gc.get_threshold()
-    gc.set_threshold(*thresholds)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-
-
 def replay(projector: Projector, client: AccountClient, on_batch: Callable[[BatchResult], None] | None = None) -> int:
     """Rebuild from scratch by paging the account's global log; returns events applied."""
     source = ReadAheadSource(StoreCatchUpSource(client, after=None))
     try:
-        with fewer_collections():
-            applied = projector.rebuild(source, batch_size=REPLAY_BATCH_EVENTS, progress=on_batch)
+        applied = projector.rebuild(source, batch_size=REPLAY_BATCH_EVENTS, progress=on_batch)
     finally:
         source.close()
     projector.analyze()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import uuid
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from carbon.identity import Principal
-from carbon.projection import GapDetected, Projector, RebuildInterfered
+from carbon.projection import REPLAY_GC_THRESHOLDS, GapDetected, Projector, RebuildInterfered
 from contracts import Role
 from contracts.envelope import format_time
 from contracts.examples import CEMENT_MAKER_USCC, POWER_PLANT_USCC
@@ -287,8 +288,10 @@ def test_a_rebuild_with_writes_behind_stores_what_batch_by_batch_does(database_u
         for size in (1, 2, 3, 5, 100):
             rebuilt = Projector(RatingProjection(load_reference_data().benchmarks, cached_enterprises=cached),
                                 projector.engine)
-            source, progress = ListSource(log.events, size), []
-            assert rebuilt.rebuild(source, batch_size=size, progress=progress.append) == len(log.events)
+            source, progress, thresholds = ListSource(log.events, size), [], set()
+            assert rebuilt.rebuild(source, batch_size=size, progress=lambda result: (
+                progress.append(result), thresholds.add(gc.get_threshold()))) == len(log.events)
+            assert thresholds == {REPLAY_GC_THRESHOLDS}  # the collector runs less often meanwhile
             assert stored_state(rebuilt) == whole, f"batches of {size}, {cached} cached"
             assert source.acknowledged == len(progress) == -(-len(log.events) // size)
             assert progress[-1].position == log.events[-1]["position"]

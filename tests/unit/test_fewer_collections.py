@@ -4,7 +4,7 @@ import gc
 
 import pytest
 
-from carbon.projection_runtime import REPLAY_GC_THRESHOLDS, fewer_collections
+from carbon.projection import REPLAY_GC_THRESHOLDS, fewer_collections
 
 
 def test_the_thresholds_are_raised_for_the_duration_and_restored() -> None:
