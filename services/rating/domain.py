@@ -641,7 +641,7 @@ def _rate(facts: Facts, at: datetime, benchmarks: BenchmarkTable) -> Rating:
     # A year still running cannot be complete, whatever was recorded for it in advance.
     ended = [y for y in years if y < at.year]
     complete = [y for y in ended if year_emissions(facts, y).complete]
-    year = next((y for y in complete if year_activity(facts, y) is not None), None)
+    year = next((y for y in complete if _qualifies(facts, y)), None)
     if not complete:
         detail = "no ended calendar year has scope 1 and 2 emissions recorded for all twelve months"
         if ended:
