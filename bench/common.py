@@ -137,7 +137,8 @@ def database_name(url: str) -> str:
 
 
 class CpuProbe:
-    """CPU seconds used so far by this process, by PostgreSQL's processes, by given others, and by the machine.
+    """CPU seconds used so far by this process (with its ended child processes: the processes of a rebuild
+    in parallel), by PostgreSQL's processes, by given others, and by the machine.
 
     Sampled at both ends of a measurement, it shows which side was busy: a load generator pinned
     near one core is the GIL's ceiling, not the database's. PostgreSQL in a container or on
@@ -156,7 +157,8 @@ class CpuProbe:
 
     def sample(self) -> dict[str, float]:
         own = os.times()
-        out = {"bench": own.user + own.system, "postgres": 0.0, "machine": self._machine_busy()}
+        out = {"bench": own.user + own.system + own.children_user + own.children_system, "postgres": 0.0,
+               "machine": self._machine_busy()}
         for name, pid in self.others.items():
             out[name] = self._process(pid)
         for stat in Path("/proc").glob("[0-9]*/stat"):

@@ -25,6 +25,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ from bench.common import (
     warn_if_suspect,
     write_section,
 )
-from carbon.projection_runtime import REPLAY_BATCH_EVENTS
+from carbon.projection_runtime import REPLAY_BATCH_EVENTS, default_partitions
 
 NAME = "rating"
 READ_P99_MS = 20.0
@@ -216,25 +217,31 @@ def tally_projector(url: str):
 
 
 class StorePages:
-    """The global log read in this process (``EventStore.read_all_envelopes``, pages of 1,000), as an
-    event source handing over as many events as asked; ``limit``: stop after that many."""
+    """The global log (or one ``partition`` of it) read in this process (``EventStore.read_log_page``, pages
+    of 1,000), as an event source handing over as many events as asked; ``limit``: stop after that many."""
 
-    def __init__(self, store, limit: int | None = None) -> None:
-        self.store, self.limit = store, limit
-        self.after: int | None = None
+    def __init__(self, store, limit: int | None = None, partition=None, after: int | None = None) -> None:
+        self.store, self.limit, self.partition = store, limit, partition
+        self.after = after
         self.handed = 0
 
     def fetch(self, max_events: int, timeout_s: float) -> list[dict]:
         batch: list[dict] = []
         while len(batch) < max_events:
             want = 1000 if self.limit is None else min(1000, self.limit - self.handed - len(batch))
-            page = self.store.read_all_envelopes(self.after, limit=want) if want > 0 else []
-            if not page:
+            if want <= 0:
                 break
-            batch.extend(page)
-            self.after = page[-1]["position"]
+            page = self.store.read_log_page(self.after, want, self.partition)
+            self.after = page.next
+            if not page.envelopes:
+                break
+            batch.extend(page.envelopes)
         self.handed += len(batch)
         return batch
+
+    @property
+    def read_through(self) -> int | None:
+        return self.after
 
     def acknowledge(self) -> None:
         pass
@@ -243,7 +250,15 @@ class StorePages:
         raise NotImplementedError("a rebuild is run again from the start")
 
     def close(self) -> None:
-        pass
+        self.store.engine.dispose()
+
+
+def store_pages(account_url: str, partition=None, after: int | None = None) -> StorePages:
+    """For ``Projector.rebuild_in_partitions``: the account database's log (or a partition of it), read directly."""
+    from carbon.db import make_engine
+    from carbon.eventstore import EventStore
+
+    return StorePages(EventStore(make_engine(account_url, pool_size=1)), partition=partition, after=after)
 
 
 def replay_direct(account_url: str, projector, probe: CpuProbe, label: str, limit: int | None = None) -> Replay:
@@ -251,29 +266,48 @@ def replay_direct(account_url: str, projector, probe: CpuProbe, label: str, limi
     from carbon.db import make_engine
     from carbon.eventstore import EventStore
 
-    engine = make_engine(account_url)
+    source = StorePages(EventStore(make_engine(account_url)), limit)
     try:
-        source = StorePages(EventStore(engine), limit)
         before, began = probe.sample(), time.perf_counter()
         applied = projector.rebuild(source, batch_size=REPLAY_BATCH_EVENTS)
         projector.analyze()  # as ``carbon replay`` ends
         seconds = time.perf_counter() - began
         cpu = CpuProbe.cores(before, probe.sample(), seconds)
     finally:
-        engine.dispose()
+        source.close()
     return Replay(label, applied, seconds, cpu)
 
 
-def replay_http(account, secret: str, projector, probe: CpuProbe) -> Replay:
-    from carbon.account_client import AccountClient
-    from carbon.projection_runtime import replay
-
-    client = AccountClient(account.url, jwt_secret=secret, service_name="rating")  # replay closes it
+def replay_direct_in_partitions(account_url: str, projection_url: str, projector, probe: CpuProbe, label: str,
+                                partitions: int) -> Replay:
+    """The global log cut into ``partitions``, each read and rebuilt in a process of its own."""
     before, began = probe.sample(), time.perf_counter()
-    applied = replay(projector, client)
+    applied = projector.rebuild_in_partitions(partial(rating_projector, projection_url), partial(store_pages, account_url),
+                                              partitions, batch_size=REPLAY_BATCH_EVENTS)
+    projector.analyze()
     seconds = time.perf_counter() - began
-    return Replay("rating, through GET /v1/events (carbon replay)", applied, seconds,
-                  CpuProbe.cores(before, probe.sample(), seconds))
+    return Replay(label, applied, seconds, CpuProbe.cores(before, probe.sample(), seconds))
+
+
+def replay_http(account, secret: str, projection_url: str, projector, probe: CpuProbe, partitions: int) -> Replay:
+    from carbon.account_client import AccountClient
+    from carbon.projection_runtime import replay_in_partitions
+
+    client = partial(AccountClient, account.url, jwt_secret=secret, service_name="rating")  # each process its own
+    before, began = probe.sample(), time.perf_counter()
+    applied = replay_in_partitions(projector, partial(rating_projector, projection_url), client, partitions)
+    seconds = time.perf_counter() - began
+    return Replay(http_label(partitions), applied, seconds, CpuProbe.cores(before, probe.sample(), seconds))
+
+
+def direct_label(partitions: int) -> str:
+    if partitions == 1:
+        return "rating, direct, one process (store → Projector.rebuild)"
+    return f"rating, direct, {partitions} processes (store → Projector.rebuild_in_partitions)"
+
+
+def http_label(partitions: int) -> str:
+    return f"rating, through GET /v1/events, {partitions} process{'es' if partitions > 1 else ''} (carbon replay)"
 
 
 def ratings_of(projector) -> list[tuple]:
@@ -540,19 +574,25 @@ def run(quick: bool = False) -> None:
 
         # (1) replay, each into a fresh database
         direct_url = stack.enter_context(fresh_database(server))
+        parallel_url = stack.enter_context(fresh_database(server))
         http_url = stack.enter_context(fresh_database(server))
         tally_url = stack.enter_context(fresh_database(server))
-        databases = {database_name(u) for u in (account_url, direct_url, http_url, tally_url)}
+        databases = {database_name(u) for u in (account_url, direct_url, parallel_url, http_url, tally_url)}
         probe = CpuProbe({"account": account.pid}, postmaster=postmaster, databases=databases)
         direct = rating_projector(direct_url)
         stack.callback(direct.engine.dispose)
+        parallel = rating_projector(parallel_url)
+        stack.callback(parallel.engine.dispose)
         via_http = rating_projector(http_url)
         stack.callback(via_http.engine.dispose)
         tally = tally_projector(tally_url)
         stack.callback(tally.engine.dispose)
+        partitions = default_partitions(parallel, parallel_url)  # as ``carbon replay rating`` chooses
         for label, do in (
-            ("rating, direct (store → Projector.rebuild)", lambda: replay_direct(account_url, direct, probe, "rating, direct (store → Projector.rebuild)")),
-            ("rating, through GET /v1/events (carbon replay)", lambda: replay_http(account, secret, via_http, probe)),
+            (direct_label(1), lambda: replay_direct(account_url, direct, probe, direct_label(1))),
+            (direct_label(partitions), lambda: replay_direct_in_partitions(
+                account_url, parallel_url, parallel, probe, direct_label(partitions), partitions)),
+            (http_label(partitions), lambda: replay_http(account, secret, http_url, via_http, probe, partitions)),
             ("tally (peer), direct", lambda: replay_direct(account_url, tally, probe, "tally (peer), direct",
                                                            limit=min(plan.peer_events, total))),
         ):
@@ -563,12 +603,12 @@ def run(quick: bool = False) -> None:
                           f"  other {result.cpu['other']:.2f} cores")
             if result.events != (min(plan.peer_events, total) if label.startswith("tally") else total):
                 raise RuntimeError(f"replay {label}: applied {result.events} of {total} events")
-        same = ratings_of(direct) == ratings_of(via_http)
-        if not same:
-            raise RuntimeError("the direct and the HTTP replay produced different ratings")
+        rows = ratings_of(direct)
+        if rows != ratings_of(parallel) or rows != ratings_of(via_http):
+            raise RuntimeError("the rating replays produced different ratings")
         rated = rated_enterprises(via_http)
-        history_rows = len(ratings_of(via_http))
-        console.print(f"  both replays give the same {history_rows:,} rating rows; {rated} of {plan.enterprises} enterprises rated")
+        history_rows = len(rows)
+        console.print(f"  the three replays give the same {history_rows:,} rating rows; {rated} of {plan.enterprises} enterprises rated")
 
         # (2) reads: the replayed PostgreSQL database, then a SQLite copy of it
         enterprises = [enterprise_id(n) for n in range(plan.enterprises)]
@@ -605,7 +645,8 @@ def _cores(cpu: dict[str, float], keys: tuple[str, ...]) -> str:
 
 def report(replays: list[Replay], loads: list[Load], profile, plan: Plan, total: int, appends: int,
            fill_rate: float | None, rated: int, history_rows: int, pg: dict[str, str], quick: bool) -> None:
-    direct, via_http, tally = replays
+    direct, parallel, via_http, tally = replays
+    parallel_count = int(re.search(r"(\d+) process", parallel.label)[1])
     floor = next(l for l in loads if l.label.startswith("GET /healthz"))
     reads = [l for l in loads if l is not floor]
     worst_read = max(reads, key=lambda l: l.p(99))
@@ -645,7 +686,7 @@ def report(replays: list[Replay], loads: list[Load], profile, plan: Plan, total:
     read_met = worst_read.p(99) < READ_P99_MS and worst_read.errors == 0
     console.print(f"target reads p99 < {READ_P99_MS:g} ms: worst {worst_read.p(99):.1f} ms ({worst_read.database}) "
                   + rich_verdict(verdict(read_met)))
-    for r in (direct, via_http):
+    for r in (direct, parallel, via_http):
         console.print(f"target replay ≥ {REPLAY_RATE:,.0f} events/s, {r.label}: {r.rate:,.0f} " + rich_verdict(verdict(r.rate >= REPLAY_RATE)))
     if profile:
         console.print("profile of the direct replay (share of time): " + "; ".join(f"{a} {s:.0%}" for a, s in profile[:6]))
@@ -674,20 +715,26 @@ def report(replays: list[Replay], loads: list[Load], profile, plan: Plan, total:
         "",
         "### Replay",
         "",
-        "Each replay starts from an empty PostgreSQL database and ends with the tables analyzed. *Direct* pages"
-        " `EventStore.read_all_envelopes` (1,000 per page) in this process into `Projector.rebuild`, in batches of"
-        f" {REPLAY_BATCH_EVENTS:,} events, one transaction each, committed on a writer thread while the next batch"
-        " is applied, the garbage collector's thresholds raised, as `carbon replay` rebuilds: the projection's own"
-        " speed. *Through GET /v1/events*"
-        " is `carbon.projection_runtime.replay` against the account service (uvicorn, one process), as `carbon"
-        " replay rating` runs it: the same batches, the next pages fetched on a thread while a batch is applied."
-        " Both give the same rating rows, row for row (checked). The peer is the tests'"
+        "Each replay starts from an empty PostgreSQL database and ends with the tables analyzed. *Direct, one"
+        " process* pages `EventStore.read_log_page` (1,000 per page) in this process into `Projector.rebuild`, in"
+        f" batches of {REPLAY_BATCH_EVENTS:,} events, one transaction each, committed on a writer thread while the"
+        " next batch is applied, the garbage collector's thresholds raised: the projection's own speed on one core."
+        f" *Direct, {parallel_count} processes* is `Projector.rebuild_in_partitions`: the log cut by stream into"
+        f" {parallel_count} partitions, each read from the store and rebuilt the same way in a process of its own"
+        " (spawned, so their start-up is in the time), then the head set and the tail applied by this process."
+        f" *Through GET /v1/events* is `carbon.projection_runtime.replay_in_partitions` with {parallel_count}"
+        " processes against the account service (uvicorn, one process), as `carbon replay rating` runs it on"
+        " PostgreSQL (one process per core, up to four): each process pages its partition of the log"
+        " (`?partition=&partitions=`), the next pages fetched on a thread while a batch is applied."
+        " All three give the same rating rows, row for row (checked). *cores bench* counts the processes of a"
+        " rebuild in parallel too. The peer is the tests'"
         f" tally projection (a read and an upsert per event) on the direct path, over the first"
         f" {min(plan.peer_events, total):,} events: a projection that does the least a projection can.",
         "",
         markdown_table(replay_header, replay_cells, "lrrrlrrr"),
         "",
-        f"At the direct rate, the whole log took {total / direct.rate:,.0f} s to rebuild.",
+        f"The whole log took {total / direct.rate:,.0f} s to rebuild in one process, {total / parallel.rate:,.0f} s in"
+        f" {parallel_count}, and {total / via_http.rate:,.0f} s as `carbon replay rating` rebuilds it.",
         "",
         "### Reads",
         "",
@@ -707,9 +754,10 @@ def report(replays: list[Replay], loads: list[Load], profile, plan: Plan, total:
         markdown_table(read_header, read_cells, "llrrrrrrrrrrlrrrr"),
         "",
         f"Targets: reads p99 < {READ_P99_MS:g} ms: worst {worst_read.p(99):.1f} ms on {worst_read.database}"
-        f" **{'met' if read_met else 'missed'}**; replay ≥ {REPLAY_RATE:,.0f} events/s: {direct.rate:,.0f} direct"
-        f" **{'met' if direct.rate >= REPLAY_RATE else 'missed'}**, {via_http.rate:,.0f} through HTTP"
-        f" **{'met' if via_http.rate >= REPLAY_RATE else 'missed'}**.",
+        f" **{'met' if read_met else 'missed'}**; replay ≥ {REPLAY_RATE:,.0f} events/s: {direct.rate:,.0f} direct in one"
+        f" process **{'met' if direct.rate >= REPLAY_RATE else 'missed'}**, {parallel.rate:,.0f} direct in"
+        f" {parallel_count} **{'met' if parallel.rate >= REPLAY_RATE else 'missed'}**, {via_http.rate:,.0f} through"
+        f" HTTP as `carbon replay rating` runs it **{'met' if via_http.rate >= REPLAY_RATE else 'missed'}**.",
         *(["", f"⚠ Something else used over {BUSY_CORES} cores during: {', '.join(suspect)}; those figures are suspect."]
           if suspect else []),
         *([
@@ -729,9 +777,12 @@ def report(replays: list[Replay], loads: list[Load], profile, plan: Plan, total:
                    note=f"{worst_read.errors} errors" if worst_read.errors else ""),
             *[figure(f"rating reads answered at {l.offered:,.0f}/s offered ({l.database})", l.achieved, "requests/s",
                      at_least=l.offered * 0.99, suspect=busy_elsewhere(l.cpu)) for l in reads],
-            figure("rating replay, direct", direct.rate, "events/s", at_least=REPLAY_RATE, suspect=busy_elsewhere(direct.cpu)),
-            figure("rating replay, through GET /v1/events", via_http.rate, "events/s", at_least=REPLAY_RATE,
-                   suspect=busy_elsewhere(via_http.cpu)),
+            figure("rating replay, direct, one process", direct.rate, "events/s", at_least=REPLAY_RATE,
+                   suspect=busy_elsewhere(direct.cpu)),
+            figure(f"rating replay, direct, {parallel_count} processes", parallel.rate, "events/s", at_least=REPLAY_RATE,
+                   suspect=busy_elsewhere(parallel.cpu)),
+            figure(f"rating replay, through GET /v1/events, {parallel_count} processes (carbon replay)", via_http.rate,
+                   "events/s", at_least=REPLAY_RATE, suspect=busy_elsewhere(via_http.cpu)),
         ],
         "plot": {
             "throughput": {f"replay: {r.label}": r.rate for r in replays},

@@ -145,4 +145,5 @@ def _throughput(ax, data: dict[str, float]) -> None:
 
 def _short(label: str) -> str:
     return (label.replace("replay: ", "replay ").replace(" (store → Projector.rebuild)", "")
+            .replace(" (store → Projector.rebuild_in_partitions)", "")
             .replace(" (carbon replay)", "").replace("through GET /v1/events", "via HTTP log"))

@@ -9,6 +9,7 @@ import orjson
 
 from carbon.auth import MintedServiceTokens, ServiceTokens, ServiceTokenUnavailable
 from carbon.errors import Conflict, Forbidden, Invalid, NotFound
+from carbon.eventstore import Partition
 
 
 class AccountUnavailable(Exception):
@@ -80,10 +81,18 @@ class AccountClient:
                           json={"expected_version": expected_version, "events": events}, headers=headers)
 
     def read_log(self, after: int | None, limit: int = 1000) -> list[dict[str, Any]]:
+        return self.read_log_page(after, limit)[0]
+
+    def read_log_page(self, after: int | None, limit: int = 1000,
+                      partition: Partition | None = None) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of the global log (or of one partition of it) and the position to read after next."""
         params: dict[str, Any] = {"limit": limit}
         if after is not None:
             params["after"] = after
-        return self._call("GET", "/v1/events", params=params)["events"]
+        if partition is not None:
+            params["partition"], params["partitions"] = partition.index, partition.count
+        page = self._call("GET", "/v1/events", params=params)
+        return page["events"], page["next"]
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:

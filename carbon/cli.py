@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from carbon.auth import mint_token
+from carbon.eventstore import MAX_PARTITIONS
 from carbon.settings import PlatformSettings
 from contracts import Role
 
@@ -209,17 +210,18 @@ PROJECTIONS = {"rating": "CARBON_RATING_DATABASE_URL", "disclosure": "CARBON_DIS
 def replay(
     projection: Annotated[str, typer.Argument(help="rating or disclosure")],
     database_url: Annotated[str | None, typer.Option(help="The projection's database (default: its variable of SPEC §3, else the embedded one)")] = None,
+    partitions: Annotated[int | None, typer.Option(min=1, max=MAX_PARTITIONS, help="Processes rebuilding at once, each one partition of the log's streams (default: one per core, up to four, for rating on PostgreSQL; else one)")] = None,
 ) -> None:
     """Rebuild a projection from the account's global log, with a progress bar.
 
     Stop the service that owns the projection first: the rebuild replaces its read model.
     """
     import importlib
+    from functools import partial
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from carbon.projection_runtime import account_client
-    from carbon.projection_runtime import replay as rebuild
+    from carbon.projection_runtime import account_client, default_partitions, replay_in_partitions
 
     if projection not in PROJECTIONS:
         err.print(f"[red]unknown projection {projection!r}; choose one of: {', '.join(PROJECTIONS)}[/red]")
@@ -228,12 +230,14 @@ def replay(
     url = database_url or os.environ.get(PROJECTIONS[projection]) or f"sqlite:///{settings.data_dir / (projection + '.db')}"
     module = importlib.import_module(f"services.{projection}.projection")
     projector = module.create_projector(url)
-    client = account_client(settings, projection)
+    processes = partitions or default_partitions(projector, url)
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.completed:,} events"),
                   TextColumn("position {task.fields[position]}"), TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task(f"replaying {projection}", total=None, position="-")
-        applied = rebuild(projector, client,
-                          on_batch=lambda r: progress.update(task, advance=r.applied, position=r.position))
+        task = progress.add_task(f"replaying {projection}" + (f" in {processes} processes" if processes > 1 else ""),
+                                 total=None, position="-")
+        applied = replay_in_partitions(projector, partial(module.create_projector, url),
+                                       partial(account_client, settings, projection), processes,
+                                       on_batch=lambda r: progress.update(task, advance=r.applied, position=r.position))
     console.print(f"[green]{projection} rebuilt[/green]: {applied:,} events applied, position {projector.position()}")
     projector.engine.dispose()
 

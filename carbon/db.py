@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+import zlib
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -62,6 +63,10 @@ def make_async_engine(url: str | URL, *, pool_size: int = 4) -> AsyncEngine:
                                json_deserializer=orjson.loads)
 
 
+def _stream_hash(stream_id: str | None) -> int | None:
+    return None if stream_id is None else zlib.crc32(stream_id.encode()) & 0x7FFFFFFF
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # pragma: no cover - exercised by every test
@@ -72,6 +77,8 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        # SQLite has no hash function: the event store's partitions of the log use this one.
+        dbapi_connection.create_function("carbon_stream_hash", 1, _stream_hash, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import multiprocessing
+import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +28,7 @@ from opentelemetry.trace import SpanKind
 
 from carbon import telemetry
 from carbon.db import UTCDateTime, read_transaction, upsert, write_transaction
+from carbon.eventstore import Partition
 from carbon.subscriptions import EventSource
 
 log = logging.getLogger("carbon.projection")
@@ -97,6 +100,14 @@ class RebuildInterfered(Exception):
     """Something else applied events to the read model while it was being rebuilt with writes behind."""
 
 
+class RebuildFailed(Exception):
+    """A partition of a rebuild in parallel failed (its error is in the message); the rebuild is run again."""
+
+
+# Makes the event source of one partition of the log (``None``: the whole log) from a position (``None``: the start).
+SourceFactory = Callable[[Partition | None, int | None], EventSource]
+
+
 class Projection:
     """A read model. Subclasses name themselves, list their tables and apply one envelope.
 
@@ -111,6 +122,9 @@ class Projection:
     # A projection that can hand a batch's writes over (``detach_writes``) is rebuilt with its writes
     # behind: each batch commits on a writer thread while the next batch is applied in memory.
     writes_behind: bool = False
+    # A projection whose read model is kept per stream, with nothing shared between streams, and that
+    # writes behind, can be rebuilt in parallel: each process applies the streams of one partition of the log.
+    partitionable: bool = False
 
     def begin_batch(self, conn: Connection, envelopes: Sequence[dict[str, Any]], applied: dict[str, int]) -> None:
         """``applied``: each stream's last version already applied (the batch may redeliver some)."""
@@ -216,19 +230,23 @@ class Projector:
                 new.append(envelope)
         return new, len(envelopes) - len(new)
 
-    def _checkpoint(self, conn: Connection, envelopes: Sequence[dict[str, Any]], new: list[dict[str, Any]]) -> int:
-        """Each stream's last applied version, and the head: the highest position seen (applied or not)."""
+    def _checkpoint(self, conn: Connection, envelopes: Sequence[dict[str, Any]], new: list[dict[str, Any]], *,
+                    head: bool = True) -> int:
+        """Each stream's last applied version, and (``head``) the head: the highest position seen (applied or not)."""
         changed = {e["enterprise_id"]: e for e in new}
         upsert(conn, stream_checkpoints, [
             {"projection": self.name, "stream_id": stream_id, "version": e["stream_version"], "position": e["position"]}
             for stream_id, e in changed.items()], ["projection", "stream_id"])
+        top = max(e["position"] for e in envelopes)
+        return self._advance_head(conn, top, len(new)) if head else top
+
+    def _advance_head(self, conn: Connection, position: int, applied: int) -> int:
         head = conn.execute(
             select(projection_heads.c.position, projection_heads.c.applied).where(projection_heads.c.projection == self.name)
         ).first()
-        top = max(e["position"] for e in envelopes)
-        position = max(top, head.position) if head else top
+        position = max(position, head.position) if head else position
         upsert(conn, projection_heads, [{"projection": self.name, "position": position,
-                                         "applied": (head.applied if head else 0) + len(new),
+                                         "applied": (head.applied if head else 0) + applied,
                                          "updated_at": datetime.now(UTC)}], ["projection"])
         return position
 
@@ -258,6 +276,36 @@ class Projector:
             if not self.projection.writes_behind:
                 return self.catch_up(source, batch_size=batch_size, progress=progress)
             return _WritesBehind(self, source, progress).run(batch_size)
+
+    def rebuild_in_partitions(self, make_projector: Callable[[], Projector], make_source: SourceFactory,
+                              partitions: int, *, batch_size: int = 1000,
+                              progress: Callable[[BatchResult], None] | None = None) -> int:
+        """Forget everything, then rebuild in ``partitions`` processes at once, each applying one partition
+        of the log (whole streams) into this read model; return how many events were applied.
+
+        ``make_projector`` and ``make_source`` are called in each process (so they must pickle). The
+        processes write no head: each reports how far it read the log, and once all have ended this
+        projector sets the head where all of them had read (every event up to it is applied) and
+        applies, itself, what was appended since. The first failing process ends the rebuild.
+        """
+        if partitions < 1:
+            raise ValueError(f"a rebuild needs at least one partition, got {partitions}")
+        if partitions == 1 or not (self.projection.partitionable and self.projection.writes_behind):
+            source = make_source(None, None)
+            try:
+                return self.rebuild(source, batch_size=batch_size, progress=progress)
+            finally:
+                source.close()
+        self.reset()
+        applied, read_through = _Partitions(self, make_projector, make_source, partitions, batch_size).run(progress)
+        if read_through is not None:
+            with write_transaction(self.engine) as conn:
+                self._advance_head(conn, read_through, applied)
+        tail = make_source(None, read_through)
+        try:
+            return applied + self.catch_up(tail, batch_size=batch_size, progress=progress)
+        finally:
+            tail.close()
 
     def catch_up(self, source: EventSource, *, batch_size: int = 1000,
                  progress: Callable[[BatchResult], None] | None = None) -> int:
@@ -337,8 +385,8 @@ class _WritesBehind:
     """
 
     def __init__(self, projector: Projector, source: EventSource,
-                 progress: Callable[[BatchResult], None] | None) -> None:
-        self.projector, self.source, self.progress = projector, source, progress
+                 progress: Callable[[BatchResult], None] | None, *, head: bool = True) -> None:
+        self.projector, self.source, self.progress, self.head = projector, source, progress, head
         self.versions: dict[str, int] = {}
         self.applied = 0
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"rebuild-{projector.name}")
@@ -390,6 +438,79 @@ class _WritesBehind:
                 raise RebuildInterfered(f"{self.projector.name}: streams {', '.join(moved[:5])} were applied by "
                                         "another writer during the rebuild; stop it and rebuild again")
             writes(conn)
-            position = self.projector._checkpoint(conn, envelopes, new)
+            position = self.projector._checkpoint(conn, envelopes, new, head=self.head)
         telemetry.record_lags(new, self.projector.name)
         return BatchResult(len(new), skipped, position)
+
+
+class _Partitions:
+    """The processes of a rebuild in parallel, one per partition of the log, and their reports."""
+
+    def __init__(self, projector: Projector, make_projector: Callable[[], Projector], make_source: SourceFactory,
+                 count: int, batch_size: int) -> None:
+        self.name, self.count = projector.name, count
+        # Spawned, not forked: the parent may run threads (a server, a progress bar) a fork would copy mid-step.
+        context = multiprocessing.get_context("spawn")
+        self.reports: multiprocessing.Queue[tuple[Any, ...]] = context.Queue()
+        self.processes = [
+            context.Process(target=_rebuild_partition, name=f"rebuild-{self.name}-{index}", daemon=True,
+                            args=(make_projector, make_source, Partition(index, count), batch_size, self.reports))
+            for index in range(count)]
+
+    def run(self, progress: Callable[[BatchResult], None] | None) -> tuple[int, int | None]:
+        """Every process's events applied, and the position up to which all of them read the log."""
+        ended: dict[int, tuple[int, int | None]] = {}
+        waited_for_last_report = False
+        try:
+            for process in self.processes:
+                process.start()
+            while len(ended) < self.count:
+                try:
+                    kind, index, *report = self.reports.get(timeout=1.0)
+                except queue.Empty:
+                    gone = [i for i, p in enumerate(self.processes) if i not in ended and p.exitcode is not None]
+                    if gone and waited_for_last_report:
+                        raise RebuildFailed(f"{self.name}: partition {gone[0]} of {self.count} ended without a "
+                                            f"report (exit code {self.processes[gone[0]].exitcode})") from None
+                    waited_for_last_report = bool(gone)  # its last report may still be on its way: wait once more
+                    continue
+                waited_for_last_report = False
+                if kind == "batch":
+                    if progress:
+                        progress(BatchResult(*report))
+                elif kind == "ended":
+                    ended[index] = (report[0], report[1])
+                else:
+                    raise RebuildFailed(f"{self.name}: partition {index} of {self.count} failed: {report[0]}")
+        finally:
+            for process in self.processes:
+                if process.is_alive() and len(ended) < self.count:
+                    process.terminate()
+            for process in self.processes:
+                if process.pid is not None:
+                    process.join(timeout=30)
+        ends = [end for _, end in ended.values()]
+        applied = sum(count for count, _ in ended.values())
+        return applied, None if any(end is None for end in ends) else min(ends)  # type: ignore[type-var]
+
+
+def _rebuild_partition(make_projector: Callable[[], Projector], make_source: SourceFactory, partition: Partition,
+                       batch_size: int, reports: multiprocessing.Queue) -> None:
+    """One process of a rebuild in parallel: the streams of one partition, with writes behind and no head."""
+    try:
+        projector = make_projector()
+        source = make_source(partition, None)
+        try:
+            def report(result: BatchResult) -> None:
+                reports.put(("batch", partition.index, result.applied, result.skipped, result.position))
+
+            with fewer_collections():
+                applied = _WritesBehind(projector, source, report, head=False).run(batch_size)
+            read_through = source.read_through  # type: ignore[attr-defined]
+        finally:
+            source.close()
+            projector.engine.dispose()
+        reports.put(("ended", partition.index, applied, read_through))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which ends the rebuild
+        reports.put(("failed", partition.index, f"{type(exc).__name__}: {exc}"))
+        raise SystemExit(1) from None

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from carbon import cloudevents
 from carbon.account_client import AccountClient
+from carbon.eventstore import Partition
 
 log = logging.getLogger("carbon.subscriptions")
 
@@ -37,16 +38,24 @@ class EventSource(Protocol):
 
 
 class StoreCatchUpSource:
-    """Follows the account service's global log from a position (``None``: the beginning)."""
+    """Follows the account service's global log from a position (``None``: the beginning), or only
+    one ``partition`` of it (for a rebuild in parallel): ``after`` is how far the log has been read."""
 
-    def __init__(self, client: AccountClient, after: int | None) -> None:
-        self.client, self.after = client, after
+    def __init__(self, client: AccountClient, after: int | None, partition: Partition | None = None) -> None:
+        self.client, self.after, self.partition = client, after, partition
 
     def fetch(self, max_events: int, timeout_s: float) -> list[dict[str, Any]]:
-        page = self.client.read_log(self.after, limit=min(max_events, 1000))
-        if page:
-            self.after = page[-1]["position"]
+        if self.partition is None:
+            page = self.client.read_log(self.after, limit=min(max_events, 1000))
+            if page:
+                self.after = page[-1]["position"]
+            return page
+        page, self.after = self.client.read_log_page(self.after, min(max_events, 1000), self.partition)
         return page
+
+    @property
+    def read_through(self) -> int | None:
+        return self.after
 
     def acknowledge(self) -> None:
         pass  # the projection's own checkpoint is the cursor: nothing to tell the account service
@@ -107,6 +116,11 @@ class ReadAheadSource:
 
     def acknowledge(self) -> None:
         self.source.acknowledge()
+
+    @property
+    def read_through(self) -> int | None:
+        """How far the log has been read, once ``fetch`` has returned nothing (before, it runs ahead)."""
+        return self.source.read_through  # type: ignore[attr-defined]
 
     def redeliver(self, position: int | None) -> None:
         raise NotImplementedError("a rebuild is not retried batch by batch: it is run again from the start")

@@ -38,6 +38,17 @@ def plan(conn: Connection, count: int, transaction_id: int | None = None) -> lis
     return [transaction_id * _SCALE + i for i in range(1, count + 1)]
 
 
+def visible_end(conn: Connection) -> int:
+    """A position up to which every event that will ever be committed is already visible.
+
+    Taken before a read in the same transaction, it holds for that read too: on SQLite the
+    transaction reads one snapshot; on PostgreSQL the horizon only moves forward.
+    """
+    if is_sqlite(conn):
+        return conn.execute(text("SELECT coalesce(max(position), 0) FROM events")).scalar_one()
+    return conn.execute(text(f"SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {_SCALE} - 1")).scalar_one()
+
+
 def visible_only(conn: Connection, query: Select, position: ColumnElement) -> Select:
     """Restrict a global-log query to positions no future commit can precede."""
     if is_sqlite(conn):

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from sqlalchemy import Connection, Engine, select, text, update
+from sqlalchemy import Connection, Engine, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -49,6 +49,45 @@ WITH batch AS (
 )
 UPDATE streams SET version = :version, head_hash = :head WHERE stream_id = :s
 """)
+
+
+MAX_PARTITIONS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """Share ``index`` of the global log cut into ``count`` disjoint shares by stream (by a hash of
+    the stream id), so each share holds whole streams and can be projected on its own."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.count <= MAX_PARTITIONS:
+            raise ValueError(f"partitions must be between 1 and {MAX_PARTITIONS}, got {self.count}")
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"partition must be between 0 and {self.count - 1}, got {self.index}")
+
+    def holds(self, conn: Connection) -> Any:
+        """The SQL condition: the event's stream falls in this share."""
+        if is_sqlite(conn):
+            bucket = func.carbon_stream_hash(events.c.stream_id)  # registered on every SQLite connection
+        else:
+            bucket = func.hashtext(events.c.stream_id).op("&")(0x7FFFFFFF)
+        return bucket % self.count == self.index
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    """A page of the global log and the position to read after next.
+
+    ``next`` is the last event's position, except for a share of the log whose page is not full:
+    then everything visible was scanned, and ``next`` moves on to the end of what is visible, so a
+    reader of a share knows how far the whole log has been read for it.
+    """
+
+    envelopes: list[dict[str, Any]]
+    next: int | None
 
 
 class EventStoreError(Exception):
@@ -304,14 +343,27 @@ class EventStore:
     def read_all_envelopes(self, after: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """``read_all`` as the envelopes SPEC §7 publishes, built straight from the rows (pages served or
         replayed as they are need no intermediate objects)."""
+        return self.read_log_page(after, limit).envelopes
+
+    def read_log_page(self, after: int | None = None, limit: int = 1000, partition: Partition | None = None) -> LogPage:
+        """A page of envelopes of the global log, or of one ``partition`` of it, and where to go on from."""
         with read_transaction(self.engine) as conn:
-            return [envelope_from_row(row) for row in self._log_page(conn, _ENVELOPE_COLUMNS, after, limit)]
+            # Read before the page: once the page is known short, all of the log up to here was scanned.
+            end = positions.visible_end(conn) if partition is not None else None
+            page = [envelope_from_row(row) for row in self._log_page(conn, _ENVELOPE_COLUMNS, after, limit, partition)]
+        last = page[-1]["position"] if page else after
+        if end is None or len(page) == limit:
+            return LogPage(page, last)
+        return LogPage(page, max(end, last or 0, after or 0))
 
     @staticmethod
-    def _log_page(conn: Connection, columns: Sequence[Any], after: int | None, limit: int) -> Sequence[Any]:
+    def _log_page(conn: Connection, columns: Sequence[Any], after: int | None, limit: int,
+                  partition: Partition | None = None) -> Sequence[Any]:
         query = select(*columns).order_by(events.c.position).limit(limit)
         if after is not None:
             query = query.where(events.c.position > after)
+        if partition is not None:
+            query = query.where(partition.holds(conn))
         return conn.execute(positions.visible_only(conn, query, events.c.position)).all()
 
     def stream_ids(self, after: str | None = None, limit: int = 1000) -> list[str]:

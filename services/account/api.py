@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from carbon import telemetry
 from carbon.auth import CurrentPrincipal
 from carbon.db import MAX_POSITION, MAX_VERSION, make_engine, ping
-from carbon.eventstore import MAX_EVENTS_PER_APPEND, EventStore, migrate
+from carbon.errors import Invalid
+from carbon.eventstore import MAX_EVENTS_PER_APPEND, MAX_PARTITIONS, EventStore, Partition, migrate
 from carbon.http import create_service_app, json_bytes_response
 from carbon.problems import AUTHENTICATED, WITH_BODY, problem_responses
 from contracts import Scope
@@ -94,7 +95,8 @@ class ConsentList(BaseModel):
 
 class EventList(BaseModel):
     events: list[dict[str, Any]]
-    next: int | None
+    next: int | None = Field(description="the position to read after next; for a partition of the log, once a page is"
+                                         " not full, the end of the log as far as it was read")
 
 
 class ChainOut(BaseModel):
@@ -207,9 +209,23 @@ def read_log(
     accounts: Accounts,
     after: Annotated[int | None, Query(ge=0, le=MAX_POSITION, description="Position to read after; omit to start at the beginning")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    partition: Annotated[int | None, Query(ge=0, lt=MAX_PARTITIONS, description="Read only this share of the log's streams (with `partitions`)")] = None,
+    partitions: Annotated[int | None, Query(ge=1, le=MAX_PARTITIONS, description="Into how many shares by stream the log is cut, for a rebuild in parallel")] = None,
 ) -> Any:
-    page = accounts.read_log(principal, after, limit)
-    return json_bytes_response({"events": page, "next": page[-1]["position"] if page else after})
+    page = accounts.read_log(principal, after, limit, _partition(partition, partitions))
+    return json_bytes_response({"events": page.envelopes, "next": page.next})
+
+
+def _partition(index: int | None, count: int | None) -> Partition | None:
+    if index is None and count is None:
+        return None
+    if index is None:
+        raise Invalid([{"field": "partition", "message": "give the partition to read along with partitions"}])
+    if count is None:
+        raise Invalid([{"field": "partitions", "message": "give the number of partitions along with partition"}])
+    if index >= count:
+        raise Invalid([{"field": "partition", "message": f"must be below partitions ({count}), got {index}"}])
+    return Partition(index, count)
 
 
 def create_app(settings: AccountSettings | None = None) -> FastAPI:

@@ -15,7 +15,9 @@ from carbon.eventstore import (
     ChainReport,
     EventStore,
     IdempotencyKeyReused,
+    LogPage,
     NewEvent,
+    Partition,
     RecordedEvent,
     StreamHead,
     WrongExpectedVersion,
@@ -228,11 +230,11 @@ class AccountService:
             self.authorize_stream_read(actor, enterprise_id)
         return self.store.verify_chain(enterprise_id)
 
-    def read_log(self, actor: Principal, after: int | None, limit: int) -> list[dict[str, Any]]:
-        """A page of the global log, as envelopes."""
+    def read_log(self, actor: Principal, after: int | None, limit: int, partition: Partition | None = None) -> LogPage:
+        """A page of the global log (or of one partition of it), as envelopes."""
         if actor.role not in (Role.OPERATOR, Role.SERVICE):
             raise Forbidden("wrong_role", "the global log is open to the operator and platform services only")
-        return self.store.read_all_envelopes(after=after, limit=limit)
+        return self.store.read_log_page(after, limit, partition)
 
     @staticmethod
     def _require_owner(actor: Principal, enterprise_id: str) -> None:

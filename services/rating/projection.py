@@ -127,6 +127,7 @@ class RatingProjection(Projection):
     name = "rating"
     tables = PROJECTION_TABLES
     writes_behind = True
+    partitionable = True  # facts, history and consents are all kept per enterprise
 
     def __init__(self, benchmarks: BenchmarkTable, cached_enterprises: int = CACHED_ENTERPRISES) -> None:
         self.benchmarks = benchmarks
