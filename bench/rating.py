@@ -216,57 +216,13 @@ def tally_projector(url: str):
     return Projector(TallyProjection(), engine)
 
 
-class StorePages:
-    """The global log (or one ``partition`` of it) read in this process (``EventStore.read_log_page``, pages
-    of 1,000), as an event source handing over as many events as asked; ``limit``: stop after that many."""
-
-    def __init__(self, store, limit: int | None = None, partition=None, after: int | None = None) -> None:
-        self.store, self.limit, self.partition = store, limit, partition
-        self.after = after
-        self.handed = 0
-
-    def fetch(self, max_events: int, timeout_s: float) -> list[dict]:
-        batch: list[dict] = []
-        while len(batch) < max_events:
-            want = 1000 if self.limit is None else min(1000, self.limit - self.handed - len(batch))
-            if want <= 0:
-                break
-            page = self.store.read_log_page(self.after, want, self.partition)
-            self.after = page.next
-            if not page.envelopes:
-                break
-            batch.extend(page.envelopes)
-        self.handed += len(batch)
-        return batch
-
-    @property
-    def read_through(self) -> int | None:
-        return self.after
-
-    def acknowledge(self) -> None:
-        pass
-
-    def redeliver(self, position: int | None) -> None:
-        raise NotImplementedError("a rebuild is run again from the start")
-
-    def close(self) -> None:
-        self.store.engine.dispose()
-
-
-def store_pages(account_url: str, partition=None, after: int | None = None) -> StorePages:
-    """For ``Projector.rebuild_in_partitions``: the account database's log (or a partition of it), read directly."""
-    from carbon.db import make_engine
-    from carbon.eventstore import EventStore
-
-    return StorePages(EventStore(make_engine(account_url, pool_size=1)), partition=partition, after=after)
-
-
 def replay_direct(account_url: str, projector, probe: CpuProbe, label: str, limit: int | None = None) -> Replay:
     """The global log read in this process, rebuilt in batches as ``carbon replay`` rebuilds it."""
     from carbon.db import make_engine
     from carbon.eventstore import EventStore
+    from carbon.subscriptions import StoreLogSource
 
-    source = StorePages(EventStore(make_engine(account_url)), limit)
+    source = StoreLogSource(EventStore(make_engine(account_url)), limit=limit)
     try:
         before, began = probe.sample(), time.perf_counter()
         applied = projector.rebuild(source, batch_size=REPLAY_BATCH_EVENTS)
@@ -282,7 +238,9 @@ def replay_direct_in_partitions(account_url: str, projection_url: str, projector
                                 partitions: int) -> Replay:
     """The global log cut into ``partitions``, each read and rebuilt in a process of its own."""
     before, began = probe.sample(), time.perf_counter()
-    applied = projector.rebuild_in_partitions(partial(rating_projector, projection_url), partial(store_pages, account_url),
+    from carbon.subscriptions import store_log_source
+
+    applied = projector.rebuild_in_partitions(partial(rating_projector, projection_url), partial(store_log_source, account_url),
                                               partitions, batch_size=REPLAY_BATCH_EVENTS)
     projector.analyze()
     seconds = time.perf_counter() - began

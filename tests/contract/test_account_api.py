@@ -296,6 +296,31 @@ def test_global_log_for_operator_and_services(api: Api) -> None:
                              "recorded_at", "data", "metadata", "prev_hash", "hash"}
 
 
+def test_the_global_log_read_in_partitions_for_a_rebuild_in_parallel(api: Api) -> None:
+    api.register()
+    api.register(POWER, "D4411")
+    api.append(CEMENT, [activity()])
+    ops = api.as_("operator", "ops")
+    deadline = time.monotonic() + 30
+    while len(whole := api.http.get("/v1/events", headers=ops).json()["events"]) < 3:
+        assert time.monotonic() < deadline, "committed events never became visible in the global log"
+        time.sleep(0.05)
+    shares = [api.http.get("/v1/events", params={"partition": i, "partitions": 2}, headers=ops).json()
+              for i in range(2)]
+    # Each stream in one partition, in log order; a page that is not full goes on to the end of the log.
+    assert sorted(e["position"] for s in shares for e in s["events"]) == [e["position"] for e in whole]
+    assert all({e["enterprise_id"] for e in s["events"]}.isdisjoint({e["enterprise_id"] for e in o["events"]})
+               for s, o in [shares])
+    assert all(s["next"] >= whole[-1]["position"] for s in shares)
+    assert all(api.http.get("/v1/events", params={"partition": i, "partitions": 2, "after": s["next"]},
+                            headers=ops).json()["events"] == [] for i, s in enumerate(shares))
+    for params, field in (({"partition": 0}, "partitions"), ({"partitions": 2}, "partition"),
+                          ({"partition": 2, "partitions": 2}, "partition"), ({"partition": 0, "partitions": 0}, "partitions"),
+                          ({"partition": 0, "partitions": 65}, "partitions"), ({"partition": -1, "partitions": 2}, "partition")):
+        body = assert_problem(api.http.get("/v1/events", params=params, headers=ops), 422)
+        assert [e["field"] for e in body["errors"]] == [field], (params, body)
+
+
 def test_fifty_concurrent_unchecked_appends_get_versions_2_to_51(api: Api) -> None:
     api.register()
     statuses, versions, lock = [], [], threading.Lock()

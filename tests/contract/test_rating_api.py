@@ -391,6 +391,11 @@ def test_a_replayed_projection_gives_identical_ratings(stack: Stack, database_ur
     assert result.exit_code == 0, result.output
     assert "rating rebuilt" in result.output
     assert snapshot() == before
+    # In processes of their own, each paging one partition of the log over HTTP: the same ratings.
+    result = CliRunner().invoke(cli, ["replay", "rating", "--database-url", database_url, "--partitions", "2"])
+    assert result.exit_code == 0, result.output
+    assert "in 2 processes" in result.output and "rating rebuilt" in result.output
+    assert snapshot() == before
     reread = json.loads(before[-1][-1])
     assert reread["methodology_version"] == "1.0"
 

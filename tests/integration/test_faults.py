@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from carbon.eventstore import EventStore
 from carbon.eventstore.outbox import RELAY_LOCK_KEY
 from carbon.kafka import ensure_topic
 from carbon.projection import Projector
-from carbon.projection_runtime import RunningProjection, replay
+from carbon.projection_runtime import RunningProjection, replay, replay_in_partitions
 from carbon.subscriptions import KafkaSource, StoreCatchUpSource
 from services.account.api import create_app as create_account_app
 from services.account.settings import AccountSettings
@@ -182,6 +183,7 @@ def test_rating_service_killed_mid_batch_ends_equal_to_a_clean_replay(transport:
         account_url_db = stack.enter_context(fresh_database(postgres_server, "carbon_fault_account"))
         rating_url_db = stack.enter_context(fresh_database(postgres_server, "carbon_fault_rating"))
         replay_url_db = stack.enter_context(fresh_database(postgres_server, "carbon_fault_replay"))
+        parallel_url_db = stack.enter_context(fresh_database(postgres_server, "carbon_fault_parallel"))
         account_db = stack.enter_context(engine_for(account_url_db))
         rating_db = stack.enter_context(engine_for(rating_url_db))
         transport_env = {"CARBON_TRANSPORT": transport}
@@ -257,6 +259,14 @@ def test_rating_service_killed_mid_batch_ends_equal_to_a_clean_replay(transport:
         served, rebuilt = table_rows(rating_db, RATING_TABLES), table_rows(projector.engine, RATING_TABLES)
         for name in rebuilt:
             assert served[name] == rebuilt[name], f"{name} differs from the clean replay"
+        # And so does a rebuild in parallel, each process paging its partition of the log over HTTP.
+        parallel = create_rating_projector(parallel_url_db)
+        stack.callback(parallel.engine.dispose)
+        assert replay_in_partitions(parallel, partial(create_rating_projector, parallel_url_db),
+                                    partial(AccountClient, account_url, jwt_secret=SECRET, service_name="rating"), 3) == total
+        in_parallel = table_rows(parallel.engine, RATING_TABLES)
+        for name in rebuilt:
+            assert in_parallel[name] == rebuilt[name], f"{name} differs between the rebuilds in one and in three processes"
         assert len(rebuilt["ratings"]) > len(enterprises)
 
         # And it serves them: the current rating over HTTP is the replay's last one.
