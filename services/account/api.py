@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -212,8 +213,8 @@ def read_log(
     partition: Annotated[int | None, Query(ge=0, lt=MAX_PARTITIONS, description="Read only this share of the log's streams (with `partitions`)")] = None,
     partitions: Annotated[int | None, Query(ge=1, le=MAX_PARTITIONS, description="Into how many shares by stream the log is cut, for a rebuild in parallel")] = None,
 ) -> Any:
-    page = accounts.read_log(principal, after, limit, _partition(partition, partitions))
-    return json_bytes_response({"events": page.envelopes, "next": page.next})
+    page, next_ = accounts.read_log(principal, after, limit, _partition(partition, partitions))
+    return json_bytes_response({"events": orjson.Fragment(page), "next": next_})
 
 
 def _partition(index: int | None, count: int | None) -> Partition | None:

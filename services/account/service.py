@@ -15,7 +15,6 @@ from carbon.eventstore import (
     ChainReport,
     EventStore,
     IdempotencyKeyReused,
-    LogPage,
     NewEvent,
     Partition,
     RecordedEvent,
@@ -230,11 +229,13 @@ class AccountService:
             self.authorize_stream_read(actor, enterprise_id)
         return self.store.verify_chain(enterprise_id)
 
-    def read_log(self, actor: Principal, after: int | None, limit: int, partition: Partition | None = None) -> LogPage:
-        """A page of the global log (or of one partition of it), as envelopes."""
+    def read_log(self, actor: Principal, after: int | None, limit: int,
+                 partition: Partition | None = None) -> tuple[bytes | str, int | None]:
+        """A page of the global log (or of one partition of it): the JSON array of its envelopes, and where to
+        go on from."""
         if actor.role not in (Role.OPERATOR, Role.SERVICE):
             raise Forbidden("wrong_role", "the global log is open to the operator and platform services only")
-        return self.store.read_log_page(after, limit, partition)
+        return self.store.read_log_json(after, limit, partition)
 
     @staticmethod
     def _require_owner(actor: Principal, enterprise_id: str) -> None:

@@ -8,6 +8,7 @@ import time
 import uuid
 from datetime import UTC
 
+import orjson
 import pytest
 from sqlalchemy import text
 
@@ -176,6 +177,30 @@ def test_the_log_as_envelopes_is_the_log(store: EventStore) -> None:
     first = store.read_all(limit=5)[-1].position
     assert store.read_all_envelopes(after=first, limit=3) == [e.envelope() for e in store.read_all(after=first, limit=3)]
     assert store.read_all_envelopes(after=10**15) == []
+
+
+def test_the_log_as_envelopes_is_the_log_whatever_the_data_and_time(store: EventStore) -> None:
+    """PostgreSQL writes the pages' JSON itself: the same envelopes, keys in the same order, the same text of times."""
+    from datetime import datetime
+
+    odd = {"name": "四川 \"quoted\" \\ back\nline", "nested": {"list": [1, None, True, 2.5, "x"], "empty": {}},
+           "big": 2**53 - 1, "negative": -7, "decimal": "0.000001", "emoji": "🌱"}
+    for at in (datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 6, 30, 23, 59, 59, 123456, tzinfo=UTC),
+               datetime(1999, 12, 31, 0, 0, 0, 10, tzinfo=UTC)):
+        store.append_events("s-odd", [NewEvent("Noted", odd, {"actor": {"sub": "t", "role": "operator"}})],
+                            now=lambda at=at: at)
+    log = settled_log(store, 3)
+    expected = [e.envelope() for e in log]
+    page = store.read_log_page(None, 100)
+    assert page.envelopes == expected and page.next == log[-1].position
+    assert [list(e) for e in page.envelopes] == [list(e) for e in expected]
+    assert [e["recorded_at"] for e in page.envelopes] == [
+        "2025-01-01T00:00:00.000000Z", "2025-06-30T23:59:59.123456Z", "1999-12-31T00:00:00.000010Z"]
+    served, next_ = store.read_log_json(None, 100)
+    assert orjson.loads(served) == expected and next_ == page.next
+    assert [event_hash(e) for e in page.envelopes] == [e.hash for e in log]  # the chain checks out on what is read
+    assert store.read_log_page(log[-1].position, 100).envelopes == []
+    assert orjson.loads(store.read_log_json(log[-1].position, 100)[0]) == []
 
 
 def test_concurrent_appends_to_one_stream_get_consecutive_versions(store: EventStore) -> None:
