@@ -106,6 +106,19 @@ def checkpoint(url: str) -> None:
             pass
 
 
+def settle_server(url: str, patience: float = 300.0) -> None:
+    """Let the server finish the background work a last measurement left it, rather than have it land in the
+    next: a checkpoint now, then wait (up to ``patience`` s) until no autovacuum worker runs."""
+    checkpoint(url)
+    deadline, idle = time.monotonic() + patience, 0
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        while idle < 2 and time.monotonic() < deadline:
+            busy = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+                                " AND state = 'active'").fetchone()[0]
+            idle = 0 if busy else idle + 1
+            time.sleep(0.5)
+
+
 def server_facts(url: str) -> dict[str, str]:
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0]

@@ -52,6 +52,7 @@ from bench.common import (
     server_facts,
     server_url,
     service,
+    settle_server,
     source_revision,
     utc_now,
     verdict,
@@ -547,10 +548,10 @@ def run(quick: bool = False) -> None:
         stack.callback(tally.engine.dispose)
         partitions = default_partitions(parallel, parallel_url)  # as ``carbon replay rating`` chooses
         def flushed_first(replay):
-            # Each replay writes about a gigabyte of WAL: flush the last one's dirty pages before the next
-            # starts, so its checkpoint is not paid for by the next replay.
+            # Each replay writes about a gigabyte: the server's checkpoint of it is done before the next
+            # replay starts, not paid for by that one.
             def run():
-                checkpoint(server)
+                settle_server(server)
                 return replay()
             return run
 
@@ -681,8 +682,8 @@ def report(replays: list[Replay], loads: list[Load], profile, plan: Plan, total:
         "",
         "### Replay",
         "",
-        "Each replay starts from an empty PostgreSQL database, after a `CHECKPOINT` (so the last replay's dirty"
-        " pages are not written during the next), and ends with the tables analyzed. *Direct, one"
+        "Each replay starts from an empty PostgreSQL database once the server has done what the last replay"
+        " left it (a `CHECKPOINT`, then no autovacuum worker running), and ends with the tables analyzed. *Direct, one"
         " process* pages `EventStore.read_log_page` (1,000 per page) in this process into `Projector.rebuild`, in"
         f" batches of {REPLAY_BATCH_EVENTS:,} events, one transaction each, committed on a writer thread while the"
         " next batch is applied, the garbage collector's thresholds raised: the projection's own speed on one core."

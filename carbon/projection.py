@@ -439,7 +439,7 @@ class _WritesBehind:
                                         "another writer during the rebuild; stop it and rebuild again")
             writes(conn)
             position = self.projector._checkpoint(conn, envelopes, new, head=self.head)
-        telemetry.record_lags(new, self.projector.name)
+        # No lags recorded: a rebuild applies history, whose age says nothing of how far behind following is.
         return BatchResult(len(new), skipped, position)
 
 
