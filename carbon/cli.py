@@ -230,7 +230,10 @@ def replay(
     url = database_url or os.environ.get(PROJECTIONS[projection]) or f"sqlite:///{settings.data_dir / (projection + '.db')}"
     module = importlib.import_module(f"services.{projection}.projection")
     projector = module.create_projector(url)
-    processes = partitions or default_partitions(projector, url)
+    cuttable = projector.projection.partitionable and projector.projection.writes_behind
+    if partitions and partitions > 1 and not cuttable:
+        err.print(f"[yellow]{projection} is rebuilt in one process: its read model is not kept stream by stream[/yellow]")
+    processes = (partitions or default_partitions(projector, url)) if cuttable else 1
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TextColumn("{task.completed:,} events"),
                   TextColumn("position {task.fields[position]}"), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task(f"replaying {projection}" + (f" in {processes} processes" if processes > 1 else ""),
