@@ -100,6 +100,15 @@ class RebuildInterfered(Exception):
     """Something else applied events to the read model while it was being rebuilt with writes behind."""
 
 
+class RebuildUnfinished(Exception):
+    """The read model is being rebuilt, or its last rebuild did not finish: nothing may follow the log into it."""
+
+
+# The head of a read model while a rebuild with writes behind runs: a rebuild keeps part of its state
+# in memory until it ends, so until then neither a follower nor a reader may take the tables as a whole.
+REBUILDING = -1
+
+
 class RebuildFailed(Exception):
     """A partition of a rebuild in parallel failed (its error is in the message); the rebuild is run again."""
 
@@ -139,8 +148,17 @@ class Projection:
         """End the batch in memory and return its writes, to run in its transaction later (``writes_behind``).
 
         The writes must not depend on the projection's state any more: the next batch is applied meanwhile.
+        Between ``begin_rebuild`` and ``end_rebuild`` they may leave out state the projection keeps in memory
+        (and can read back, should it forget it: what it forgets, it writes first).
         """
         raise NotImplementedError
+
+    def begin_rebuild(self) -> None:
+        """A rebuild with writes behind starts: state kept in memory may be written at its end only."""
+
+    def end_rebuild(self) -> Callable[[Connection], None]:
+        """The rebuild's last writes: whatever state ``detach_writes`` left out."""
+        return lambda conn: None
 
     def discard(self) -> None:
         pass
@@ -176,10 +194,15 @@ class Projector:
         self._stop.wait(seconds)
 
     def position(self) -> int | None:
+        """The position the read model has applied the log up to (``None``: nothing yet)."""
         with read_transaction(self.engine) as conn:
-            return conn.execute(
+            position = conn.execute(
                 select(projection_heads.c.position).where(projection_heads.c.projection == self.name)
             ).scalar_one_or_none()
+        if position == REBUILDING:
+            raise RebuildUnfinished(f"{self.name}: the read model is being rebuilt, or its last rebuild did not "
+                                    f"finish; run `carbon replay {self.name}` (again) before following the log")
+        return position
 
     def handle(self, envelopes: Sequence[dict[str, Any]]) -> BatchResult:
         """Apply a batch in one transaction; redelivered events are skipped."""
@@ -187,6 +210,7 @@ class Projector:
             return BatchResult(0, 0, None)
         try:
             with write_transaction(self.engine) as conn:
+                self._head(conn)  # refuses while a rebuild has the read model
                 versions = self._applied_versions(conn, {e["enterprise_id"] for e in envelopes})
                 self.projection.begin_batch(conn, envelopes, versions)
                 if len(envelopes) <= telemetry.SPAN_PER_EVENT_UP_TO:
@@ -240,15 +264,36 @@ class Projector:
         top = max(e["position"] for e in envelopes)
         return self._advance_head(conn, top, len(new)) if head else top
 
-    def _advance_head(self, conn: Connection, position: int, applied: int) -> int:
+    def _head(self, conn: Connection) -> Any:
+        """The head row (``None``: nothing applied yet); raises while a rebuild has the read model."""
         head = conn.execute(
             select(projection_heads.c.position, projection_heads.c.applied).where(projection_heads.c.projection == self.name)
         ).first()
+        if head is not None and head.position == REBUILDING:
+            raise RebuildUnfinished(f"{self.name}: the read model is being rebuilt, or its last rebuild did not "
+                                    f"finish; events are applied to it once `carbon replay {self.name}` has ended")
+        return head
+
+    def _advance_head(self, conn: Connection, position: int, applied: int) -> int:
+        head = self._head(conn)
         position = max(position, head.position) if head else position
-        upsert(conn, projection_heads, [{"projection": self.name, "position": position,
-                                         "applied": (head.applied if head else 0) + applied,
-                                         "updated_at": datetime.now(UTC)}], ["projection"])
+        self._set_head(conn, position, (head.applied if head else 0) + applied)
         return position
+
+    def _set_head(self, conn: Connection, position: int | None, applied: int) -> None:
+        """Put the head at ``position`` (``None``: no head, nothing applied)."""
+        if position is None:
+            conn.execute(projection_heads.delete().where(projection_heads.c.projection == self.name))
+            return
+        upsert(conn, projection_heads, [{"projection": self.name, "position": position, "applied": applied,
+                                         "updated_at": datetime.now(UTC)}], ["projection"])
+
+    def _begin_rebuild(self) -> None:
+        """Forget everything; with writes behind, mark the head as rebuilding until the rebuild ends."""
+        self.reset()
+        if self.projection.writes_behind:
+            with write_transaction(self.engine) as conn:
+                self._set_head(conn, REBUILDING, 0)
 
     def analyze(self) -> None:
         """Refresh the query planner's statistics of the read model and the checkpoints.
@@ -271,7 +316,7 @@ class Projector:
     def rebuild(self, source: EventSource, *, batch_size: int = 1000,
                 progress: Callable[[BatchResult], None] | None = None) -> int:
         """Forget everything, then apply all the source has; return how many events were applied."""
-        self.reset()
+        self._begin_rebuild()
         with fewer_collections():
             if not self.projection.writes_behind:
                 return self.catch_up(source, batch_size=batch_size, progress=progress)
@@ -296,11 +341,10 @@ class Projector:
                 return self.rebuild(source, batch_size=batch_size, progress=progress)
             finally:
                 source.close()
-        self.reset()
+        self._begin_rebuild()
         applied, read_through = _Partitions(self, make_projector, make_source, partitions, batch_size).run(progress)
-        if read_through is not None:
-            with write_transaction(self.engine) as conn:
-                self._advance_head(conn, read_through, applied)
+        with write_transaction(self.engine) as conn:
+            self._set_head(conn, read_through, applied)
         tail = make_source(None, read_through)
         try:
             return applied + self.catch_up(tail, batch_size=batch_size, progress=progress)
@@ -381,7 +425,10 @@ class _WritesBehind:
 
     At most one batch is in flight. The streams' versions are kept in memory (the read model started
     empty, and nothing else writes to it), and any read the projection makes waits for the batch in
-    flight first. The first failure, in either thread, ends the rebuild: it is run again from the start.
+    flight first. State the projection keeps in memory for the rest of the rebuild is written at its
+    end (``end_rebuild``), with the head (``head``; until then it reads ``REBUILDING``, so nothing
+    follows the log into a half-written read model). The first failure, in either thread, ends the
+    rebuild: it is run again from the start.
     """
 
     def __init__(self, projector: Projector, source: EventSource,
@@ -389,11 +436,13 @@ class _WritesBehind:
         self.projector, self.source, self.progress, self.head = projector, source, progress, head
         self.versions: dict[str, int] = {}
         self.applied = 0
+        self.position: int | None = None  # the highest position handed over
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"rebuild-{projector.name}")
         self._in_flight: Future[BatchResult] | None = None
 
     def run(self, batch_size: int) -> int:
         projection = self.projector.projection
+        projection.begin_rebuild()
         try:
             while batch := self.source.fetch(batch_size, timeout_s=0.5):
                 before = {e["enterprise_id"]: self.versions.get(e["enterprise_id"], 0) for e in batch}
@@ -409,6 +458,11 @@ class _WritesBehind:
                 self.settle()
                 self._in_flight = self._writer.submit(self._commit, writes, batch, new, skipped, before)
             self.settle()
+            last_writes = projection.end_rebuild()
+            with write_transaction(self.projector.engine) as conn:
+                last_writes(conn)
+                if self.head:
+                    self.projector._set_head(conn, self.position, self.applied)
         except BaseException:
             projection.discard()
             raise
@@ -424,6 +478,7 @@ class _WritesBehind:
         result = future.result()
         self.source.acknowledge()
         self.applied += result.applied
+        self.position = result.position if self.position is None else max(self.position, result.position)
         if self.progress:
             self.progress(result)
 
@@ -438,7 +493,7 @@ class _WritesBehind:
                 raise RebuildInterfered(f"{self.projector.name}: streams {', '.join(moved[:5])} were applied by "
                                         "another writer during the rebuild; stop it and rebuild again")
             writes(conn)
-            position = self.projector._checkpoint(conn, envelopes, new, head=self.head)
+            position = self.projector._checkpoint(conn, envelopes, new, head=False)
         # No lags recorded: a rebuild applies history, whose age says nothing of how far behind following is.
         return BatchResult(len(new), skipped, position)
 

@@ -100,7 +100,7 @@ class _Account:
     facts: domain.Facts
     tail: list[_Row]  # the last two rows of its rating history, oldest first
     stored: bool  # a facts row exists
-    dirty: bool = False  # facts changed in this batch
+    dirty: bool = False  # facts changed since they were last written
     pending: _Instant | None = None
     rated: tuple[domain.Rating, str] | None = None  # the last rating and its stored form
 
@@ -134,6 +134,9 @@ class RatingProjection(Projection):
         self.cached_enterprises = cached_enterprises
         self._known: OrderedDict[str, _Account] = OrderedDict()
         self._batch = _Batch()
+        # In a rebuild an enterprise's facts are written when it leaves memory or the rebuild ends, not
+        # every batch: a document rewritten per batch grows with the history, and was a tenth of a rebuild.
+        self._rebuilding = False
 
     # ---- the batch ---------------------------------------------------------------------------
 
@@ -179,15 +182,15 @@ class RatingProjection(Projection):
         deleted = [{"e_id": e, "e_seq": seq} for e, seq in batch.deleted]
         updates = [{"e_id": e, "e_seq": r.seq, **r.values(e)} for e, r in batch.rows if r.changed and not r.dropped]
         inserts = [r.values(e) for e, r in batch.rows if not r.stored and not r.dropped]
-        facts = [{"enterprise_id": e, "facts": a.facts.stored().decode()} for e, a in batch.accounts.items() if a.dirty]
+        written = {} if self._rebuilding else dict(batch.accounts)
+        while len(self._known) > self.cached_enterprises:
+            enterprise_id, account = self._known.popitem(last=False)
+            written[enterprise_id] = account  # leaving memory: its facts are read back from the table
+        facts = self._facts_writes(written)
         consents = batch.consents
         # From here on memory is what the database holds once these writes commit.
         for _, row in batch.rows:
             row.stored, row.changed = True, False
-        for account in batch.accounts.values():
-            account.stored, account.dirty = True, False
-        while len(self._known) > self.cached_enterprises:
-            self._known.popitem(last=False)
         self._batch = _Batch()
 
         def write(conn: Connection) -> None:
@@ -201,10 +204,27 @@ class RatingProjection(Projection):
 
         return write
 
+    @staticmethod
+    def _facts_writes(accounts: dict[str, _Account]) -> list[dict[str, Any]]:
+        """The facts documents of those accounts changed since last written; they count as written."""
+        facts = [{"enterprise_id": e, "facts": a.facts.stored().decode()} for e, a in accounts.items() if a.dirty]
+        for account in accounts.values():
+            account.stored, account.dirty = account.stored or account.dirty, False
+        return facts
+
+    def begin_rebuild(self) -> None:
+        self._rebuilding = True
+
+    def end_rebuild(self) -> Callable[[Connection], None]:
+        self._rebuilding = False
+        facts = self._facts_writes(self._known)
+        return lambda conn: upsert(conn, rating_facts, facts, ["enterprise_id"])
+
     def discard(self) -> None:
         # The transaction rolled back: what memory holds may be ahead of the database.
         self._known.clear()
         self._batch = _Batch()
+        self._rebuilding = False
 
     def reset(self, conn: Connection) -> None:
         super().reset(conn)

@@ -9,10 +9,18 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from carbon.identity import Principal
-from carbon.projection import REPLAY_GC_THRESHOLDS, GapDetected, Projector, RebuildInterfered
+from carbon import projection as carbon_projection
+from carbon.projection import (
+    REPLAY_GC_THRESHOLDS,
+    GapDetected,
+    Projector,
+    RebuildInterfered,
+    RebuildUnfinished,
+    stream_checkpoints,
+)
 from contracts import Role
 from contracts.envelope import format_time
 from contracts.examples import CEMENT_MAKER_USCC, POWER_PLANT_USCC
@@ -297,26 +305,58 @@ def test_a_rebuild_with_writes_behind_stores_what_batch_by_batch_does(database_u
             assert progress[-1].position == log.events[-1]["position"]
 
 
+def checkpoint_rows(projector: Projector) -> list[tuple]:
+    with projector.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(stream_checkpoints.c.stream_id, stream_checkpoints.c.version)
+                                               .order_by(stream_checkpoints.c.stream_id))]
+
+
+def facts_rows(projector: Projector) -> int:
+    with projector.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(rating_facts)).scalar_one()
+
+
+def test_a_rebuild_writes_each_enterprises_facts_once_at_its_end_unless_they_leave_memory(projector: Projector) -> None:
+    log = Log()
+    appends_story(log)
+    seen = []
+    projector.rebuild(ListSource(log.events, 3), batch_size=3, progress=lambda _: seen.append(facts_rows(projector)))
+    assert len(seen) > 3 and set(seen) == {0}  # not rewritten batch after batch as the history grows
+    assert facts_rows(projector) == 2
+    small = Projector(RatingProjection(load_reference_data().benchmarks, cached_enterprises=1), projector.engine)
+    seen.clear()
+    small.rebuild(ListSource(log.events, 3), batch_size=3, progress=lambda _: seen.append(facts_rows(small)))
+    assert max(seen) >= 1  # the enterprise that left memory had its facts written, to be read back
+
+
 def test_a_failed_write_behind_ends_the_rebuild_with_its_error(projector: Projector, monkeypatch) -> None:
     log = Log()
     appends_story(log)
     writes = []
 
-    def failing_upsert(conn, table, rows, keys):  # the third batch's facts cannot be written
+    def failing_upsert(conn, table, rows, keys):  # the third batch's checkpoints cannot be written
         writes.append(table.name)
-        if writes.count("rating_facts") == 3:
+        if writes.count("projection_stream_checkpoints") == 3:
             raise RuntimeError("disk full")
         return upsert(conn, table, rows, keys)
 
-    monkeypatch.setattr(rating_projection, "upsert", failing_upsert)
+    monkeypatch.setattr(carbon_projection, "upsert", failing_upsert)
     source = ListSource(log.events, 2)
     with pytest.raises(RuntimeError, match="disk full"):
         projector.rebuild(source, batch_size=2)
     assert projector.projection._known == {}  # memory ran ahead of the database: forgotten
-    assert source.acknowledged == 2 and projector.position() == log.events[3]["position"]
-    assert writes.count("rating_facts") == 3  # nothing was written after the failure
+    assert source.acknowledged == 2
+    assert writes.count("projection_stream_checkpoints") == 3  # nothing was written after the failure
+    # The facts were kept in memory for the rest of the rebuild, and the head says it did not finish:
+    # nothing follows the log into this read model, and nobody takes it for a whole one.
+    assert facts_rows(projector) == 0
+    with pytest.raises(RebuildUnfinished, match="run `carbon replay rating`"):
+        projector.position()
+    with pytest.raises(RebuildUnfinished):
+        create_projector(str(projector.engine.url.render_as_string(hide_password=False))).handle(log.events[:4])
     monkeypatch.undo()
     projector.rebuild(ListSource(log.events, 2), batch_size=2)  # run again from the start, it completes
+    assert projector.position() == log.events[-1]["position"]
     projector_again = create_projector(str(projector.engine.url.render_as_string(hide_password=False)))
     try:
         projector_again.handle(log.events)
@@ -325,22 +365,39 @@ def test_a_failed_write_behind_ends_the_rebuild_with_its_error(projector: Projec
         projector_again.engine.dispose()
 
 
-def test_a_second_writer_during_a_rebuild_fails_it_loudly(database_url: str, projector: Projector) -> None:
+def test_a_second_writer_during_a_rebuild_is_refused(database_url: str, projector: Projector) -> None:
     log = Log()
     story(log)
     other = create_projector(database_url)  # the owning service, left running by mistake
+    refused = []
+
+    def after_each_commit(result) -> None:
+        if not refused:  # the next batch is applied in memory, not yet written: the service tries to go ahead
+            with pytest.raises(RebuildUnfinished):
+                other.handle(log.events[:8])
+            refused.append(result)
+
+    try:
+        assert projector.rebuild(ListSource(log.events, 2), batch_size=2, progress=after_each_commit) == len(log.events)
+    finally:
+        other.engine.dispose()
+    assert refused and projector.position() == log.events[-1]["position"]
+
+
+def test_a_writer_that_ignores_the_rebuild_fails_it_loudly(database_url: str, projector: Projector) -> None:
+    log = Log()
+    story(log)
     committed = []
 
     def after_each_commit(result) -> None:
         committed.append(result)
-        if len(committed) == 2:  # the next batch is applied in memory, not yet written: the service goes ahead
-            other.handle(log.events[:8])
+        if len(committed) == 2:  # a writer that does not know the rebuild marker moves a stream on
+            with projector.engine.begin() as conn:
+                upsert(conn, stream_checkpoints, [{"projection": "rating", "stream_id": CEMENT, "version": 7,
+                                                   "position": log.events[7]["position"]}], ["projection", "stream_id"])
 
-    try:
-        with pytest.raises(RebuildInterfered, match="another writer"):
-            projector.rebuild(ListSource(log.events, 2), batch_size=2, progress=after_each_commit)
-    finally:
-        other.engine.dispose()
+    with pytest.raises(RebuildInterfered, match="another writer"):
+        projector.rebuild(ListSource(log.events, 2), batch_size=2, progress=after_each_commit)
     assert len(committed) == 2 and projector.projection._known == {}
 
 
@@ -351,7 +408,9 @@ def test_a_gap_ends_a_rebuild_once_the_batch_in_flight_is_written(projector: Pro
     source = ListSource([*log.events[:4], log.events[6]], 2)  # the power plant's second event is missing
     with pytest.raises(GapDetected):
         projector.rebuild(source, batch_size=2)
-    assert projector.position() == log.events[3]["position"] and projector.projection._known == {}
+    assert checkpoint_rows(projector) == [(CEMENT, 3), (POWER, 1)] and projector.projection._known == {}
+    with pytest.raises(RebuildUnfinished):
+        projector.position()
 
 
 def test_a_gap_is_refused(projector: Projector) -> None:
