@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from carbon import cloudevents
 from carbon.account_client import AccountClient
-from carbon.eventstore import EventStore, Partition
+from carbon.eventstore import MAX_LOG_PAGE, EventStore, Partition
 
 log = logging.getLogger("carbon.subscriptions")
 
@@ -46,11 +46,11 @@ class StoreCatchUpSource:
 
     def fetch(self, max_events: int, timeout_s: float) -> list[dict[str, Any]]:
         if self.partition is None:
-            page = self.client.read_log(self.after, limit=min(max_events, 1000))
+            page = self.client.read_log(self.after, limit=min(max_events, MAX_LOG_PAGE))
             if page:
                 self.after = page[-1]["position"]
             return page
-        page, self.after = self.client.read_log_page(self.after, min(max_events, 1000), self.partition)
+        page, self.after = self.client.read_log_page(self.after, min(max_events, MAX_LOG_PAGE), self.partition)
         return page
 
     @property
@@ -76,7 +76,7 @@ class ReadAheadSource:
     was when reached) has been handed over; a failed fetch is raised there.
     """
 
-    def __init__(self, source: EventSource, *, page_size: int = 1000, pages_ahead: int = 64) -> None:
+    def __init__(self, source: EventSource, *, page_size: int = MAX_LOG_PAGE, pages_ahead: int = 16) -> None:
         self.source, self.page_size = source, page_size
         self._pages: queue.Queue[list[dict[str, Any]] | BaseException] = queue.Queue(maxsize=pages_ahead)
         self._stop = threading.Event()
@@ -137,7 +137,7 @@ class StoreLogSource:
     tests); ``limit`` stops after that many events. Closing it disposes of the store's engine."""
 
     def __init__(self, store: EventStore, after: int | None = None, partition: Partition | None = None, *,
-                 limit: int | None = None, page_size: int = 1000) -> None:
+                 limit: int | None = None, page_size: int = MAX_LOG_PAGE) -> None:
         self.store, self.after, self.partition = store, after, partition
         self.limit, self.page_size, self.handed = limit, page_size, 0
 

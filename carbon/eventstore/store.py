@@ -55,6 +55,9 @@ UPDATE streams SET version = :version, head_hash = :head WHERE stream_id = :s
 
 
 MAX_PARTITIONS = 64
+# The most events one page of the global log holds: a rebuild reads the whole log, and each page costs
+# a request, a transaction and a statement whatever its length.
+MAX_LOG_PAGE = 5000
 
 
 @dataclass(frozen=True, slots=True)

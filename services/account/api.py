@@ -15,7 +15,7 @@ from carbon import telemetry
 from carbon.auth import CurrentPrincipal
 from carbon.db import MAX_POSITION, MAX_VERSION, make_engine, ping
 from carbon.errors import Invalid
-from carbon.eventstore import MAX_EVENTS_PER_APPEND, MAX_PARTITIONS, EventStore, Partition, migrate
+from carbon.eventstore import MAX_EVENTS_PER_APPEND, MAX_LOG_PAGE, MAX_PARTITIONS, EventStore, Partition, migrate
 from carbon.http import create_service_app, json_bytes_response
 from carbon.problems import AUTHENTICATED, WITH_BODY, problem_responses
 from contracts import Scope
@@ -209,7 +209,7 @@ def read_log(
     principal: CurrentPrincipal,
     accounts: Accounts,
     after: Annotated[int | None, Query(ge=0, le=MAX_POSITION, description="Position to read after; omit to start at the beginning")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_LOG_PAGE)] = 100,
     partition: Annotated[int | None, Query(ge=0, lt=MAX_PARTITIONS, description="Read only this share of the log's streams (with `partitions`)")] = None,
     partitions: Annotated[int | None, Query(ge=1, le=MAX_PARTITIONS, description="Into how many shares by stream the log is cut, for a rebuild in parallel")] = None,
 ) -> Any:

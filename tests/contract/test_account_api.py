@@ -314,6 +314,9 @@ def test_the_global_log_read_in_partitions_for_a_rebuild_in_parallel(api: Api) -
     assert all(s["next"] >= whole[-1]["position"] for s in shares)
     assert all(api.http.get("/v1/events", params={"partition": i, "partitions": 2, "after": s["next"]},
                             headers=ops).json()["events"] == [] for i, s in enumerate(shares))
+    # A rebuild reads the log in long pages: up to 5,000 events each.
+    assert api.http.get("/v1/events", params={"limit": 5000}, headers=ops).status_code == 200
+    assert assert_problem(api.http.get("/v1/events", params={"limit": 5001}, headers=ops), 422)["errors"][0]["field"] == "limit"
     for params, field in (({"partition": 0}, "partitions"), ({"partitions": 2}, "partition"),
                           ({"partition": 2, "partitions": 2}, "partition"), ({"partition": 0, "partitions": 0}, "partitions"),
                           ({"partition": 0, "partitions": 65}, "partitions"), ({"partition": -1, "partitions": 2}, "partition")):
