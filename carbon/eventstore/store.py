@@ -369,6 +369,9 @@ class EventStore:
                 page = [envelope_from_row(row) for row in self._log_page(conn, _ENVELOPE_COLUMNS, after, limit, partition)]
                 count, last = len(page), page[-1]["position"] if page else None
             else:
+                # A page is a short range of the position index. The planner cannot tell how many rows a
+                # partition's filter keeps and starts parallel workers, which cost more than they save.
+                conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
                 query = positions.visible_only(conn, self._log_query(_ENVELOPE_JSON_COLUMNS, after, limit, partition),
                                                events.c.position)
                 page, count, last = conn.execute(_envelopes_json(query.subquery())).one()
