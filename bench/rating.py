@@ -59,6 +59,7 @@ from bench.common import (
     warn_if_suspect,
     write_section,
 )
+from carbon.eventstore import MAX_LOG_PAGE
 from carbon.projection_runtime import REPLAY_BATCH_EVENTS, default_partitions
 
 NAME = "rating"
@@ -684,7 +685,7 @@ def report(replays: list[Replay], loads: list[Load], profile, plan: Plan, total:
         "",
         "Each replay starts from an empty PostgreSQL database once the server has done what the last replay"
         " left it (a `CHECKPOINT`, then no autovacuum worker running), and ends with the tables analyzed. *Direct, one"
-        " process* pages `EventStore.read_log_page` (1,000 per page) in this process into `Projector.rebuild`, in"
+        f" process* pages `EventStore.read_log_page` ({MAX_LOG_PAGE:,} per page) in this process into `Projector.rebuild`, in"
         f" batches of {REPLAY_BATCH_EVENTS:,} events, one transaction each, committed on a writer thread while the"
         " next batch is applied, the garbage collector's thresholds raised: the projection's own speed on one core."
         f" *Direct, {parallel_count} processes* is `Projector.rebuild_in_partitions`: the log cut by stream into"

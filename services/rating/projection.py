@@ -11,7 +11,10 @@ enterprise, in the batch's transaction). Between batches the projection keeps wh
 recently seen enterprises, checked against the stream version it reflects, so following the log
 does not read back and rewrite an enterprise's facts for every event. A rebuild hands each batch's
 writes over (``detach_writes``) to commit on a writer thread while the next batch is folded
-(``Projector.rebuild``). Consents are projected alongside, for the service's consent checks.
+(``Projector.rebuild``), and writes an enterprise's facts only when it leaves memory or the rebuild
+ends; being kept per enterprise, the read model can also be rebuilt by several processes at once,
+each one partition of the log (``Projector.rebuild_in_partitions``). Consents are projected
+alongside, for the service's consent checks.
 """
 
 from __future__ import annotations
