@@ -17,10 +17,10 @@ import orjson
 
 from sqlalchemy import Connection, Engine, Integer, Text, cast, func, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from carbon import telemetry
 from carbon.db import is_sqlite, read_transaction, write_transaction
@@ -348,19 +348,19 @@ class EventStore:
 
     def read_log_page(self, after: int | None = None, limit: int = 1000, partition: Partition | None = None) -> LogPage:
         """A page of envelopes of the global log, or of one ``partition`` of it, and where to go on from."""
-        page, count, last, next_ = self._read_page(after, limit, partition)
+        page, next_ = self._read_page(after, limit, partition)
         return LogPage(orjson.loads(page) if isinstance(page, str) else page, next_)
 
     def read_log_json(self, after: int | None = None, limit: int = 1000,
                       partition: Partition | None = None) -> tuple[bytes | str, int | None]:
         """``read_log_page`` as the JSON array of its envelopes (to serve as it is) and where to go on from."""
-        page, count, last, next_ = self._read_page(after, limit, partition)
+        page, next_ = self._read_page(after, limit, partition)
         return (page if isinstance(page, str) else orjson.dumps(page)), next_
 
     def _read_page(self, after: int | None, limit: int,
-                   partition: Partition | None) -> tuple[list[dict[str, Any]] | str, int, int | None, int | None]:
-        """The page (envelopes, or on PostgreSQL their JSON array as the database wrote it), how many, the last
-        position, and the position to go on from."""
+                   partition: Partition | None) -> tuple[list[dict[str, Any]] | str, int | None]:
+        """The page (envelopes, or on PostgreSQL their JSON array as the database wrote it) and the position
+        to go on from."""
         with read_transaction(self.engine) as conn:
             # Read before the page: once the page is known short, all of the log up to here was scanned.
             end = positions.visible_end(conn) if partition is not None else None
@@ -378,8 +378,8 @@ class EventStore:
         if count == 0:
             last = after
         if end is None or count == limit:
-            return page, count, last, last
-        return page, count, last, max(end, last or 0, after or 0)
+            return page, last
+        return page, max(end, last or 0, after or 0)
 
     @staticmethod
     def _log_query(columns: Sequence[Any], after: int | None, limit: int, partition: Partition | None = None) -> Any:
