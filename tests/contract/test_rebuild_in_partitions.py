@@ -184,24 +184,15 @@ def test_a_rebuild_in_partitions_stores_what_one_process_does(databases: Databas
         parallel.engine.dispose()
 
 
-class AppendingWhileRead:
-    """A partition's source appends to the log after its first page (events the rebuild's processes may or
-    may not see); the source of the tail, made once they have all ended, appends before it is read."""
+class WrappedSource:
+    """A partition's source read from the store, for the sources below to change one thing of."""
 
     def __init__(self, account_url: str, partition: Partition | None, after: int | None) -> None:
         self.source = store_log_source(account_url, partition, after)
-        self.partition, self.appended = partition, False
-        if partition is None:
-            self.source.store.append_events(ENTERPRISES[-1], year(len(ENTERPRISES) - 1, "2025"))
-            visible(self.source.store, len(ENTERPRISES) * 9 + 3 * 3)  # so the tail must apply it
+        self.partition = partition
 
     def fetch(self, max_events: int, timeout_s: float) -> list[dict]:
-        batch = self.source.fetch(max_events, timeout_s)
-        if self.partition is not None and not self.appended:
-            self.appended = True
-            n = self.partition.index
-            self.source.store.append_events(ENTERPRISES[n], year(n, "2025"))
-        return batch
+        return self.source.fetch(max_events, timeout_s)
 
     @property
     def read_through(self) -> int | None:
@@ -215,6 +206,26 @@ class AppendingWhileRead:
 
     def close(self) -> None:
         self.source.close()
+
+
+class AppendingWhileRead(WrappedSource):
+    """A partition's source appends to the log after its first page (events the rebuild's processes may or
+    may not see); the source of the tail, made once they have all ended, appends before it is read."""
+
+    def __init__(self, account_url: str, partition: Partition | None, after: int | None) -> None:
+        super().__init__(account_url, partition, after)
+        self.appended = False
+        if partition is None:
+            self.source.store.append_events(ENTERPRISES[-1], year(len(ENTERPRISES) - 1, "2025"))
+            visible(self.source.store, len(ENTERPRISES) * 9 + 3 * 3)  # so the tail must apply it
+
+    def fetch(self, max_events: int, timeout_s: float) -> list[dict]:
+        batch = self.source.fetch(max_events, timeout_s)
+        if self.partition is not None and not self.appended:
+            self.appended = True
+            n = self.partition.index
+            self.source.store.append_events(ENTERPRISES[n], year(n, "2025"))
+        return batch
 
 
 @pytest.mark.slow
@@ -233,14 +244,14 @@ def test_events_appended_during_a_rebuild_in_partitions_are_applied(databases: D
         one.engine.dispose()
 
 
-class LateAppend:
+class LateAppend(WrappedSource):
     """Partition 0, once it has read its share to the end, appends to one of its own streams; partition 1
     starts reading only then, so it reads further than partition 0 did. The event lies beyond what
     partition 0 read but before where partition 1 ended: only where all partitions had read is the head."""
 
     def __init__(self, flag: str, account_url: str, partition: Partition | None, after: int | None) -> None:
-        self.source = store_log_source(account_url, partition, after)
-        self.flag, self.partition, self.streams = flag, partition, []
+        super().__init__(account_url, partition, after)
+        self.flag, self.streams = flag, []
 
     def fetch(self, max_events: int, timeout_s: float) -> list[dict]:
         if self.partition is not None and self.partition.index == 1 and not self.streams:
@@ -250,16 +261,6 @@ class LateAppend:
         batch = self.source.fetch(max_events, timeout_s)
         self.streams += [e["enterprise_id"] for e in batch]
         return batch
-
-    @property
-    def read_through(self) -> int | None:
-        return self.source.read_through
-
-    def acknowledge(self) -> None:
-        pass
-
-    def redeliver(self, position: int | None) -> None:
-        self.source.redeliver(position)
 
     def close(self) -> None:
         if self.partition is not None and self.partition.index == 0:
@@ -285,12 +286,12 @@ def test_the_head_is_where_every_partition_had_read_the_log(databases: Databases
         one.engine.dispose()
 
 
-class FailingSource:
+class FailingSource(WrappedSource):
     """Partition 1 fails on its first fetch (``how``: raise, or end the process without a word)."""
 
     def __init__(self, how: str, account_url: str, partition: Partition | None, after: int | None) -> None:
-        self.source = store_log_source(account_url, partition, after)
-        self.how, self.partition = how, partition
+        super().__init__(account_url, partition, after)
+        self.how = how
 
     def fetch(self, max_events: int, timeout_s: float) -> list[dict]:
         if self.partition is not None and self.partition.index == 1:
@@ -298,19 +299,6 @@ class FailingSource:
                 os._exit(3)
             raise ConnectionError("the account database went away")
         return self.source.fetch(max_events, timeout_s)
-
-    @property
-    def read_through(self) -> int | None:
-        return self.source.read_through
-
-    def acknowledge(self) -> None:
-        pass
-
-    def redeliver(self, position: int | None) -> None:
-        self.source.redeliver(position)
-
-    def close(self) -> None:
-        self.source.close()
 
 
 @pytest.mark.slow
