@@ -230,7 +230,7 @@ def replay(
     url = database_url or os.environ.get(PROJECTIONS[projection]) or f"sqlite:///{settings.data_dir / (projection + '.db')}"
     module = importlib.import_module(f"services.{projection}.projection")
     projector = module.create_projector(url)
-    cuttable = projector.projection.partitionable and projector.projection.writes_behind
+    cuttable = projector.projection.rebuilt_in_partitions
     if partitions and partitions > 1 and not cuttable:
         err.print(f"[yellow]{projection} is rebuilt in one process: its read model is not kept stream by stream[/yellow]")
     processes = (partitions or default_partitions(projector, url)) if cuttable else 1

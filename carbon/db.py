@@ -7,9 +7,9 @@ PostgreSQL with a connection pool sized for a small service.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-import zlib
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path

@@ -135,6 +135,11 @@ class Projection:
     # writes behind, can be rebuilt in parallel: each process applies the streams of one partition of the log.
     partitionable: bool = False
 
+    @property
+    def rebuilt_in_partitions(self) -> bool:
+        """Whether a rebuild may cut the log into partitions, one process each."""
+        return self.partitionable and self.writes_behind
+
     def begin_batch(self, conn: Connection, envelopes: Sequence[dict[str, Any]], applied: dict[str, int]) -> None:
         """``applied``: each stream's last version already applied (the batch may redeliver some)."""
 
@@ -210,7 +215,7 @@ class Projector:
             return BatchResult(0, 0, None)
         try:
             with write_transaction(self.engine) as conn:
-                self._head(conn)  # refuses while a rebuild has the read model
+                head = self._head(conn)  # refuses while a rebuild has the read model
                 versions = self._applied_versions(conn, {e["enterprise_id"] for e in envelopes})
                 self.projection.begin_batch(conn, envelopes, versions)
                 if len(envelopes) <= telemetry.SPAN_PER_EVENT_UP_TO:
@@ -219,7 +224,7 @@ class Projector:
                     with telemetry.span_for_events(f"{self.name} apply", envelopes, SpanKind.CONSUMER):
                         new, skipped = self._apply_each(conn, envelopes, versions, traced=False)
                 self.projection.end_batch(conn)
-                position = self._checkpoint(conn, envelopes, new)
+                position = self._advance_head(conn, head, self._checkpoint(conn, envelopes, new), len(new))
         except BaseException:
             self.projection.discard()
             raise
@@ -254,15 +259,13 @@ class Projector:
                 new.append(envelope)
         return new, len(envelopes) - len(new)
 
-    def _checkpoint(self, conn: Connection, envelopes: Sequence[dict[str, Any]], new: list[dict[str, Any]], *,
-                    head: bool = True) -> int:
-        """Each stream's last applied version, and (``head``) the head: the highest position seen (applied or not)."""
+    def _checkpoint(self, conn: Connection, envelopes: Sequence[dict[str, Any]], new: list[dict[str, Any]]) -> int:
+        """Each stream's last applied version; returns the highest position seen (applied or not)."""
         changed = {e["enterprise_id"]: e for e in new}
         upsert(conn, stream_checkpoints, [
             {"projection": self.name, "stream_id": stream_id, "version": e["stream_version"], "position": e["position"]}
             for stream_id, e in changed.items()], ["projection", "stream_id"])
-        top = max(e["position"] for e in envelopes)
-        return self._advance_head(conn, top, len(new)) if head else top
+        return max(e["position"] for e in envelopes)
 
     def _head(self, conn: Connection) -> Any:
         """The head row (``None``: nothing applied yet); raises while a rebuild has the read model."""
@@ -274,8 +277,8 @@ class Projector:
                                     f"finish; events are applied to it once `carbon replay {self.name}` has ended")
         return head
 
-    def _advance_head(self, conn: Connection, position: int, applied: int) -> int:
-        head = self._head(conn)
+    def _advance_head(self, conn: Connection, head: Any, position: int, applied: int) -> int:
+        """Move the head (the row ``_head`` read in this transaction) on to ``position``, ``applied`` more."""
         position = max(position, head.position) if head else position
         self._set_head(conn, position, (head.applied if head else 0) + applied)
         return position
@@ -335,7 +338,7 @@ class Projector:
         """
         if partitions < 1:
             raise ValueError(f"a rebuild needs at least one partition, got {partitions}")
-        if partitions == 1 or not (self.projection.partitionable and self.projection.writes_behind):
+        if partitions == 1 or not self.projection.rebuilt_in_partitions:
             source = make_source(None, None)
             try:
                 return self.rebuild(source, batch_size=batch_size, progress=progress)
@@ -493,7 +496,7 @@ class _WritesBehind:
                 raise RebuildInterfered(f"{self.projector.name}: streams {', '.join(moved[:5])} were applied by "
                                         "another writer during the rebuild; stop it and rebuild again")
             writes(conn)
-            position = self.projector._checkpoint(conn, envelopes, new, head=False)
+            position = self.projector._checkpoint(conn, envelopes, new)
         # No lags recorded: a rebuild applies history, whose age says nothing of how far behind following is.
         return BatchResult(len(new), skipped, position)
 

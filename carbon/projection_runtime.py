@@ -100,7 +100,6 @@ def log_source(make_client: Callable[[], AccountClient], partition: Partition | 
 def default_partitions(projector: Projector, database_url: str) -> int:
     """How many processes rebuild a projection when not told: one per core (at most four) for a
     projection that can be rebuilt in parallel into PostgreSQL; one otherwise (SQLite takes one writer at a time)."""
-    projection = projector.projection
-    if not (projection.partitionable and projection.writes_behind) or make_url(database_url).get_backend_name() != "postgresql":
+    if not projector.projection.rebuilt_in_partitions or make_url(database_url).get_backend_name() != "postgresql":
         return 1
     return max(1, min(os.cpu_count() or 1, MAX_AUTO_PARTITIONS))

@@ -45,11 +45,6 @@ class StoreCatchUpSource:
         self.client, self.after, self.partition = client, after, partition
 
     def fetch(self, max_events: int, timeout_s: float) -> list[dict[str, Any]]:
-        if self.partition is None:
-            page = self.client.read_log(self.after, limit=min(max_events, MAX_LOG_PAGE))
-            if page:
-                self.after = page[-1]["position"]
-            return page
         page, self.after = self.client.read_log_page(self.after, min(max_events, MAX_LOG_PAGE), self.partition)
         return page
 

@@ -28,10 +28,15 @@ _SCALE = MAX_EVENTS_PER_TRANSACTION + 1
 TRANSACTION_ID = "pg_current_xact_id()::text::bigint"
 
 
+# SQLite: the last position written. PostgreSQL: the first position a commit still to come could take.
+_LAST_SQLITE = text("SELECT coalesce(max(position), 0) FROM events")
+_HORIZON_PG = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {_SCALE})"
+
+
 def plan(conn: Connection, count: int, transaction_id: int | None = None) -> list[int]:
     """Positions for ``count`` events about to be written in this transaction."""
     if is_sqlite(conn):
-        last = conn.execute(text("SELECT coalesce(max(position), 0) FROM events")).scalar_one()
+        last = conn.execute(_LAST_SQLITE).scalar_one()
         return list(range(last + 1, last + count + 1))
     if transaction_id is None:
         transaction_id = conn.execute(text(f"SELECT {TRANSACTION_ID}")).scalar_one()
@@ -45,13 +50,12 @@ def visible_end(conn: Connection) -> int:
     transaction reads one snapshot; on PostgreSQL the horizon only moves forward.
     """
     if is_sqlite(conn):
-        return conn.execute(text("SELECT coalesce(max(position), 0) FROM events")).scalar_one()
-    return conn.execute(text(f"SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {_SCALE} - 1")).scalar_one()
+        return conn.execute(_LAST_SQLITE).scalar_one()
+    return conn.execute(text(f"SELECT {_HORIZON_PG} - 1")).scalar_one()
 
 
 def visible_only(conn: Connection, query: Select, position: ColumnElement) -> Select:
     """Restrict a global-log query to positions no future commit can precede."""
     if is_sqlite(conn):
         return query
-    horizon = literal_column(f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {_SCALE})")
-    return query.where(position < horizon)
+    return query.where(position < literal_column(_HORIZON_PG))

@@ -102,7 +102,6 @@ class _Account:
     version: int
     facts: domain.Facts
     tail: list[_Row]  # the last two rows of its rating history, oldest first
-    stored: bool  # a facts row exists
     dirty: bool = False  # facts changed since they were last written
     pending: _Instant | None = None
     rated: tuple[domain.Rating, str] | None = None  # the last rating and its stored form
@@ -212,7 +211,7 @@ class RatingProjection(Projection):
         """The facts documents of those accounts changed since last written; they count as written."""
         facts = [{"enterprise_id": e, "facts": a.facts.stored().decode()} for e, a in accounts.items() if a.dirty]
         for account in accounts.values():
-            account.stored, account.dirty = account.stored or account.dirty, False
+            account.dirty = False
         return facts
 
     def begin_rebuild(self) -> None:
@@ -252,7 +251,7 @@ class RatingProjection(Projection):
             self._known[enterprise_id] = _Account(
                 versions[enterprise_id],
                 domain.Facts.from_json(orjson.loads(document)) if document else domain.Facts(enterprise_id),
-                tails[enterprise_id][-2:], stored=document is not None)
+                tails[enterprise_id][-2:])
 
     def _rate(self, enterprise_id: str, account: _Account) -> None:
         """Rate the pending instant; history keeps one row per instant at which the rating changed."""
