@@ -239,9 +239,9 @@ def replay_direct(account_url: str, projector, probe: CpuProbe, label: str, limi
 def replay_direct_in_partitions(account_url: str, projection_url: str, projector, probe: CpuProbe, label: str,
                                 partitions: int) -> Replay:
     """The global log cut into ``partitions``, each read and rebuilt in a process of its own."""
-    before, began = probe.sample(), time.perf_counter()
     from carbon.subscriptions import store_log_source
 
+    before, began = probe.sample(), time.perf_counter()
     applied = projector.rebuild_in_partitions(partial(rating_projector, projection_url), partial(store_log_source, account_url),
                                               partitions, batch_size=REPLAY_BATCH_EVENTS)
     projector.analyze()
@@ -548,9 +548,10 @@ def run(quick: bool = False) -> None:
         tally = tally_projector(tally_url)
         stack.callback(tally.engine.dispose)
         partitions = default_partitions(parallel, parallel_url)  # as ``carbon replay rating`` chooses
+
         def flushed_first(replay):
-            # Each replay writes about a gigabyte: the server's checkpoint of it is done before the next
-            # replay starts, not paid for by that one.
+            # Each replay writes about a gigabyte: the server's checkpoint of it, and any autovacuum it
+            # set off, are done before the next replay starts, not paid for by that one.
             def run():
                 settle_server(server)
                 return replay()
